@@ -1,0 +1,3 @@
+module github.com/assent/assent
+
+go 1.26
