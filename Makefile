@@ -1,0 +1,55 @@
+# Assent — two commands: `make run` (the demo) and `make test` (every test).
+SHELL := bash
+GEO_PKG  := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
+GEO_DB   := data/geo-whois-asn-country.mmdb
+GO       ?= go
+
+.PHONY: run test bench build deps geodb chromium widget-deps vet clean
+
+build: bin/assent
+
+bin/assent: $(shell find . -name '*.go' -not -path './node_modules/*') $(shell find widget -type f -not -path '*/node_modules/*') go.mod go.sum
+	$(GO) build -o bin/assent ./cmd/assent
+
+# The default country database, from its pinned npm package (npm updates of it
+# have stopped, so the version never moves). `npm pack` fetches the tarball only.
+geodb: $(GEO_DB)
+$(GEO_DB):
+	@mkdir -p data/.geo-tmp
+	cd data/.geo-tmp && npm pack --silent $(GEO_PKG) >/dev/null
+	tar -xzf data/.geo-tmp/*.tgz -C data/.geo-tmp
+	cp data/.geo-tmp/package/geo-whois-asn-country.mmdb $(GEO_DB).tmp
+	cp data/.geo-tmp/package/NRO_LICENSE data/GEO_LICENSE-NRO
+	mv $(GEO_DB).tmp $(GEO_DB)
+	rm -rf data/.geo-tmp
+
+# Chromium from Debian's packages, for the browser tests.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The widget's dev tools (TypeScript, axe-core), pinned by widget/package-lock.json.
+widget-deps: widget/node_modules/.installed
+widget/node_modules/.installed: widget/package.json widget/package-lock.json
+	cd widget && npm ci --no-audit --no-fund --silent
+	touch $@
+
+deps: geodb chromium widget-deps
+
+run: geodb bin/assent
+	./bin/assent serve --demo --data data --geoip $(GEO_DB)
+
+vet:
+	$(GO) vet ./...
+
+test: deps
+	$(GO) vet ./...
+	cd widget && npx --no-install tsc --noEmit -p .
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+bench: geodb
+	$(GO) run ./cmd/benchreport -o docs/benchmarks.md
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,60 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// apiError builds the one error shape every /v1 response uses:
+// {"error":{"code":"…","message":"…"}}. code is a stable machine word.
+func apiError(status int, code, message string) *echo.HTTPError {
+	return &echo.HTTPError{Code: status, Message: errorBody{Error: errorDetail{Code: code, Message: message}}}
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// errorHandler writes every error as JSON, and never leaks internals: an
+// unexpected error is logged (without personal data) and answered 500.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	if !errors.As(err, &he) {
+		s.log.Error("request failed", "route", c.Path(), "err", err.Error())
+		he = apiError(http.StatusInternalServerError, "internal", "internal error")
+	}
+	body, ok := he.Message.(errorBody)
+	if !ok {
+		// echo's own errors (404 route, 405, 413 from its middleware).
+		code := map[int]string{
+			http.StatusNotFound:              "not_found",
+			http.StatusMethodNotAllowed:      "method_not_allowed",
+			http.StatusRequestEntityTooLarge: "body_too_large",
+			http.StatusUnauthorized:          "unauthorized",
+			http.StatusTooManyRequests:       "rate_limited",
+		}[he.Code]
+		if code == "" {
+			code = "error"
+		}
+		msg := http.StatusText(he.Code)
+		if m, ok := he.Message.(string); ok && m != "" {
+			msg = m
+		}
+		body = errorBody{Error: errorDetail{Code: code, Message: msg}}
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(he.Code)
+		return
+	}
+	_ = c.JSON(he.Code, body)
+}

@@ -1,0 +1,208 @@
+// Package server is Assent's HTTP face: the widget and public API that
+// visitors' browsers call, the admin API, and the admin console page.
+//
+// Handlers decode, validate, call one function of store or geo, and encode.
+// The server owns no data itself: the ledger is store, countries are geo,
+// bundles come from build. None of those packages imports this one.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/assent/assent/build"
+	"github.com/assent/assent/geo"
+	"github.com/assent/assent/store"
+	"github.com/assent/assent/widget"
+)
+
+// Config is what the server needs from the command line; cmd/assent's option
+// table documents every field's flag and environment name.
+type Config struct {
+	TrustedProxies []netip.Prefix
+	CountryHeader  string // e.g. CF-IPCountry; honoured only from a trusted peer
+	RateLimit      float64
+	Demo           bool
+	Dev            bool   // read widget/ from disk and rebuild on change
+	DevDir         string // the widget folder for Dev, default "widget"
+	PublicURL      string // base for unsubscribe links; "" = from the request
+}
+
+// Server is the HTTP server and its dependencies.
+type Server struct {
+	cfg    Config
+	store  *store.Store
+	geo    *geo.Locator
+	log    *slog.Logger
+	echo   *echo.Echo
+	texts  *texts
+	limit  *rateLimiter
+	met    *metrics
+	bundle *bundles
+}
+
+// New builds the widget and wires the routes. It fails if the widget does
+// not build: a server that cannot serve its script must not start.
+func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var src fs.FS = widget.FS
+	if cfg.Dev {
+		dir := cfg.DevDir
+		if dir == "" {
+			dir = "widget"
+		}
+		src = osDirFS(dir)
+	}
+	b, err := newBundles(src, cfg.Dev)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := loadTexts(src)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		store:  st,
+		geo:    loc,
+		log:    log,
+		texts:  tx,
+		limit:  newRateLimiter(cfg.RateLimit),
+		met:    newMetrics(st),
+		bundle: b,
+	}
+	s.echo = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// WidgetBuild is the hash of the widget bundle being served.
+func (s *Server) WidgetBuild() string { return s.bundle.widget().Hash }
+
+// Serve serves on ln until ctx is done, then shuts down gracefully: requests
+// in flight finish, and so do the ledger writes they wait for.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// clientAddr is the address the server decides and limits by: the TCP peer,
+// or, behind a trusted proxy, the right-most untrusted X-Forwarded-For entry.
+func (s *Server) clientAddr(r *http.Request) netip.Addr {
+	return geo.ClientAddr(peerAddr(r), strings.Join(r.Header.Values("X-Forwarded-For"), ","), s.cfg.TrustedProxies)
+}
+
+func peerAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// decision is what the server decides about one visitor of one site.
+type decision struct {
+	Country string
+	Source  string // geoip, header, demo, unknown
+	Regime  geo.Regime
+}
+
+func (s *Server) decide(c echo.Context, site store.Site) decision {
+	r := c.Request()
+	d := decision{Source: "unknown"}
+	switch {
+	case s.cfg.Demo && c.QueryParam("demo_country") != "":
+		if cc := strings.ToUpper(c.QueryParam("demo_country")); geo.ValidCountry(cc) {
+			d.Country, d.Source = cc, "demo"
+		}
+	case s.cfg.CountryHeader != "" && r.Header.Get(s.cfg.CountryHeader) != "" &&
+		geo.IsTrusted(peerAddr(r), s.cfg.TrustedProxies):
+		if cc := strings.ToUpper(strings.TrimSpace(r.Header.Get(s.cfg.CountryHeader))); geo.ValidCountry(cc) {
+			d.Country, d.Source = cc, "header"
+		}
+	}
+	if d.Source == "unknown" {
+		res := s.geo.Lookup(s.clientAddr(r))
+		d.Country, d.Source = res.Country, res.Source
+	}
+	d.Regime = geo.Decide(d.Country, site.OptInCountries)
+	return d
+}
+
+// bundles keeps the built widget and, per site, the served script with its
+// compressed forms and ETag, made once per site version.
+type bundles struct {
+	src fs.FS
+	dev bool
+
+	mu      sync.Mutex
+	w       build.Bundle
+	stamp   string // dev: the sources' modification stamp of w
+	perSite map[string]*servedScript
+}
+
+func newBundles(src fs.FS, dev bool) (*bundles, error) {
+	w, err := build.Widget(src)
+	if err != nil {
+		return nil, err
+	}
+	b := &bundles{src: src, dev: dev, w: w, perSite: map[string]*servedScript{}}
+	if dev {
+		b.stamp = modStamp(src)
+	}
+	return b, nil
+}
+
+func (b *bundles) widget() build.Bundle {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dev {
+		if st := modStamp(b.src); st != b.stamp {
+			if w, err := build.Widget(b.src); err == nil {
+				b.w, b.stamp, b.perSite = w, st, map[string]*servedScript{}
+			} else {
+				slog.Error("dev rebuild failed; serving the previous build", "err", err.Error())
+				b.stamp = st
+			}
+		}
+	}
+	return b.w
+}
+
+func jsonString(v any) string {
+	out, _ := json.Marshal(v)
+	return string(out)
+}
