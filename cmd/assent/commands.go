@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/assent/assent/build"
+	"github.com/assent/assent/geo"
+	"github.com/assent/assent/store"
+	"github.com/assent/assent/widget"
+)
+
+func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("subject", []string{"data", "server", "email"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) != 1 || (f.args[0] != "show" && f.args[0] != "erase") {
+		return usageError{"want: assent subject show|erase --email ADDRESS"}
+	}
+	email := store.NormalizeEmail(f.str("email"))
+	if email == "" {
+		return usageError{"--email is required"}
+	}
+	l, err := openLedger(f, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	path := "/v1/admin/subjects?email=" + url.QueryEscape(email)
+	if f.args[0] == "show" {
+		if l.remote != nil {
+			var v any
+			if err := l.remote.getJSON(ctx, http.MethodGet, path, nil, &v); err != nil {
+				return err
+			}
+			return printJSON(stdout, v)
+		}
+		recs, state, err := l.st.Subject(email)
+		if err != nil {
+			return err
+		}
+		if recs == nil {
+			recs = []store.Record{}
+		}
+		if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
+			return err
+		}
+		return printJSON(stdout, map[string]any{"email": email, "state": state, "records": recs})
+	}
+	if l.remote != nil {
+		var v any
+		if err := l.remote.getJSON(ctx, http.MethodDelete, path, nil, &v); err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	}
+	rep, err := l.st.Erase(email)
+	if err != nil {
+		return err
+	}
+	if err := l.st.Audit("cli", "erase", fmt.Sprintf("erased a subject: %d records", rep.Records)); err != nil {
+		return err
+	}
+	return printJSON(stdout, rep)
+}
+
+func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("verify", []string{"data", "server"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	l, err := openLedger(f, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var rep store.VerifyReport
+	if l.remote != nil {
+		err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/verify", nil, &rep)
+	} else {
+		rep, err = l.st.Verify()
+		if err == nil {
+			err = l.st.Audit("cli", "verify", fmt.Sprintf("ok=%t records=%d", rep.OK, rep.Records))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := printJSON(stdout, rep); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("verify failed: record %s of site %s: %s", rep.BadID, rep.BadSite, rep.Reason)
+	}
+	return nil
+}
+
+func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("backup", []string{"data", "server"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) != 1 {
+		return usageError{"want: assent backup FILE"}
+	}
+	l, err := openLedger(f, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	w, done, err := output(f.args[0], stdout)
+	if err != nil {
+		return err
+	}
+	var n int64
+	if l.remote != nil {
+		resp, err2 := l.remote.do(ctx, http.MethodGet, "/v1/admin/backup", nil)
+		if err = err2; err == nil {
+			n, err = io.Copy(w, resp.Body)
+			resp.Body.Close()
+		}
+	} else {
+		if err = l.st.Audit("cli", "backup", "copy to a file"); err == nil {
+			n, err = l.st.Backup(w)
+		}
+	}
+	if derr := done(err == nil); err == nil {
+		err = derr
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d bytes to %s\n", n, f.args[0])
+	return nil
+}
+
+func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("token", []string{"data", "server", "name"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) == 0 {
+		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
+	}
+	verb := f.args[0]
+	switch {
+	case verb == "create" && len(f.args) == 1, verb == "list" && len(f.args) == 1, verb == "revoke" && len(f.args) == 2:
+	default:
+		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
+	}
+	l, err := openLedger(f, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	switch verb {
+	case "create":
+		var tok string
+		if l.remote != nil {
+			var v struct{ Token string }
+			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name")}, &v)
+			tok = v.Token
+		} else if tok, err = l.st.CreateToken(f.str("name")); err == nil {
+			err = l.st.Audit("cli", "token_create", "token "+f.str("name"))
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "new admin token (shown once; only its hash is stored):")
+		fmt.Fprintln(stdout, tok)
+		return nil
+	case "list":
+		var toks []store.Token
+		if l.remote != nil {
+			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/tokens", nil, &toks)
+		} else {
+			toks, err = l.st.Tokens()
+		}
+		if err != nil {
+			return err
+		}
+		for _, t := range toks {
+			fmt.Fprintf(stdout, "%s\t%s\n", t.Name, t.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+		}
+		return nil
+	}
+	name := f.args[1]
+	if l.remote != nil {
+		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(name), nil, nil)
+	}
+	if err := l.st.RevokeToken(name); err != nil {
+		return fmt.Errorf("token %q: %w", name, err)
+	}
+	return l.st.Audit("cli", "token_revoke", "token "+name)
+}
+
+func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("site", []string{"data", "server", "file"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	verb := ""
+	if len(f.args) > 0 {
+		verb = f.args[0]
+	}
+	switch {
+	case verb == "list" && len(f.args) == 1, verb == "show" && len(f.args) == 2, verb == "create" && len(f.args) == 1:
+	default:
+		return usageError{"want: assent site list | show ID | create --file site.json"}
+	}
+	var site store.Site
+	if verb == "create" {
+		if f.str("file") == "" {
+			return usageError{"--file is required"}
+		}
+		b, err := os.ReadFile(f.str("file"))
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &site); err != nil {
+			return fmt.Errorf("%s: not a site config: %v", f.str("file"), err)
+		}
+	}
+	l, err := openLedger(f, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var out any
+	switch verb {
+	case "list":
+		if l.remote != nil {
+			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/sites", nil, &out)
+		} else {
+			out, err = l.st.Sites()
+		}
+	case "show":
+		if l.remote != nil {
+			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/sites/"+url.PathEscape(f.args[1]), nil, &out)
+		} else if out, err = l.st.Site(f.args[1]); err != nil {
+			err = fmt.Errorf("site %q: %w", f.args[1], err)
+		}
+	case "create":
+		if l.remote != nil {
+			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/sites", site, &out)
+		} else if out, err = l.st.CreateSite(site); err == nil {
+			err = l.st.Audit("cli", "site_create", "site "+site.ID)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func cmdGeo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("geo", []string{"geoip", "data"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) == 0 {
+		return usageError{"want: assent geo [--geoip FILE] IP..."}
+	}
+	path := f.str("geoip")
+	if path == "" {
+		if p := filepath.Join(f.str("data"), defaultGeoDB); fileExists(p) {
+			path = p
+		}
+	}
+	loc, err := geo.Open(path)
+	if err != nil {
+		return err
+	}
+	defer loc.Close()
+	addrs := make([]netip.Addr, len(f.args))
+	for i, a := range f.args {
+		if addrs[i], err = netip.ParseAddr(a); err != nil {
+			return fmt.Errorf("%q is not an IP address", a)
+		}
+	}
+	db := loc.BuildDate()
+	if db == "" {
+		db = "none"
+	}
+	for _, a := range addrs {
+		r := loc.Lookup(a)
+		cc := r.Country
+		if cc == "" {
+			cc = "unknown"
+		}
+		fmt.Fprintf(stdout, "%s\tcountry=%s\teu=%t\tregime=%s\tsource=%s\tdb=%s\n", a.Unmap(), cc, r.EU, geo.Decide(r.Country, nil), r.Source, db)
+	}
+	return nil
+}
+
+func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("build", []string{"o"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	dir := f.str("o")
+	if dir == "-" {
+		dir = "dist"
+	}
+	b, err := build.Widget(widget.FS)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	out := filepath.Join(dir, "assent.js")
+	if err := os.WriteFile(out, b.JS, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\t%d bytes\t%s\n", out, len(b.JS), b.Hash)
+	return nil
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// option is one row of the configuration table: every flag with its
+// default, its ASSENT_* environment name and its meaning, in one place.
+type option struct {
+	name, def, usage string
+}
+
+// options is that table. A sub-command declares the names it takes.
+var options = map[string]option{
+	"addr":            {"addr", ":8080", "address to listen on"},
+	"data":            {"data", "./data", "folder of the ledger file (assent.db)"},
+	"geoip":           {"geoip", "", "country database (.mmdb): ip-location-db or MaxMind GeoIP2/GeoLite2 Country/City; empty = data/geo-whois-asn-country.mmdb if present, else every country is unknown (opt-in)"},
+	"trusted-proxies": {"trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed (e.g. 10.0.0.0/8,127.0.0.1)"},
+	"country-header":  {"country-header", "", "a CDN's country header (e.g. CF-IPCountry), believed only from a trusted proxy"},
+	"rate-limit":      {"rate-limit", "10", "writes per second per client address (0 = off)"},
+	"demo":            {"demo", "false", "serve the demo page at / with a demo site and a demo-only country switch"},
+	"dev":             {"dev", "false", "read widget/ from disk and rebuild it on change"},
+	"public-url":      {"public-url", "", "this server's public base URL, for unsubscribe links (default: from the request)"},
+	"geo-poll":        {"geo-poll", "30s", "how often to look for a changed country database (0 = only on SIGHUP)"},
+	"retention-every": {"retention-every", "1h", "how often the retention purge runs"},
+	"log-format":      {"log-format", "text", "log format: text or json"},
+	"log-level":       {"log-level", "info", "log level: debug, info, warn, error"},
+	"server":          {"server", "", "URL of a running server to ask instead of opening the ledger (token in ASSENT_TOKEN)"},
+	"site":            {"site", "", "site id"},
+	"from":            {"from", "", "start of the period, inclusive (RFC 3339 or YYYY-MM-DD)"},
+	"to":              {"to", "", "end of the period, exclusive (RFC 3339 or YYYY-MM-DD)"},
+	"format":          {"format", "csv", "export format: csv, xlsx or jsonl"},
+	"o":               {"o", "-", "output file (- = stdout)"},
+	"email":           {"email", "", "the person's email address"},
+	"name":            {"name", "", "a name for the token"},
+	"file":            {"file", "", "a site config JSON file"},
+	"purpose":         {"purpose", "", "only records granting this purpose"},
+	"country":         {"country", "", "only records from this country (ISO code)"},
+	"regime":          {"regime", "", "only records of this regime: opt-in or notice"},
+}
+
+func envName(flagName string) string {
+	return "ASSENT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// flags holds one sub-command's parsed values.
+type flags struct {
+	fs   *flag.FlagSet
+	vals map[string]*string
+	args []string
+}
+
+// parseFlags parses args for a sub-command taking names, flags and words in
+// any order. Environment variables fill in what the command line leaves out.
+// Bad usage is an error; -h prints the table of the command's options.
+func parseFlags(cmd string, names []string, args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{fs: flag.NewFlagSet(cmd, flag.ContinueOnError), vals: map[string]*string{}}
+	f.fs.SetOutput(io.Discard)
+	for _, n := range names {
+		o, ok := options[n]
+		if !ok {
+			panic("no option " + n)
+		}
+		def := o.def
+		if v, ok := os.LookupEnv(envName(n)); ok {
+			def = v
+		}
+		v := def
+		f.vals[n] = &v
+		if o.def == "true" || o.def == "false" {
+			f.fs.Var(boolString{&v}, n, o.usage) // --demo alone means true
+		} else {
+			f.fs.StringVar(&v, n, def, o.usage)
+		}
+	}
+	f.fs.Usage = func() { printOptions(stderr, cmd, names) }
+	for {
+		if err := f.fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				f.fs.Usage()
+			}
+			return nil, err
+		}
+		args = f.fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		f.args = append(f.args, args[0])
+		args = args[1:]
+	}
+	return f, nil
+}
+
+func printOptions(w io.Writer, cmd string, names []string) {
+	fmt.Fprintf(w, "Usage of assent %s:\n", cmd)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  flag\tenvironment\tdefault\tmeaning")
+	for _, n := range names {
+		o := options[n]
+		fmt.Fprintf(tw, "  --%s\t%s\t%s\t%s\n", n, envName(n), o.def, o.usage)
+	}
+	tw.Flush()
+}
+
+func (f *flags) str(name string) string { return *f.vals[name] }
+
+func (f *flags) bool(name string) (bool, error) {
+	switch strings.ToLower(f.str(name)) {
+	case "", "false", "0", "no":
+		return false, nil
+	case "true", "1", "yes":
+		return true, nil
+	}
+	return false, usageError{fmt.Sprintf("--%s: want true or false, got %q", name, f.str(name))}
+}
+
+func (f *flags) duration(name string) (time.Duration, error) {
+	d, err := time.ParseDuration(f.str(name))
+	if err != nil || d < 0 {
+		return 0, usageError{fmt.Sprintf("--%s: want a duration such as 30s, got %q", name, f.str(name))}
+	}
+	return d, nil
+}
+
+// usageError is bad usage: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// boolString is a string flag that may stand alone, like a bool flag.
+type boolString struct{ p *string }
+
+func (b boolString) String() string {
+	if b.p == nil {
+		return ""
+	}
+	return *b.p
+}
+func (b boolString) Set(s string) error { *b.p = s; return nil }
+func (b boolString) IsBoolFlag() bool   { return true }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/assent/assent/geo"
+	"github.com/assent/assent/server"
+	"github.com/assent/assent/store"
+)
+
+var serveFlags = []string{"addr", "data", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
+	"public-url", "geo-poll", "retention-every", "log-format", "log-level"}
+
+// defaultGeoDB is where `make` puts the default country database.
+const defaultGeoDB = "geo-whois-asn-country.mmdb"
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("serve", serveFlags, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", f.args[0])}
+	}
+	log, err := newLogger(f.str("log-format"), f.str("log-level"), stderr)
+	if err != nil {
+		return err
+	}
+	cfg := server.Config{CountryHeader: f.str("country-header"), PublicURL: f.str("public-url")}
+	if cfg.TrustedProxies, err = geo.ParsePrefixes(f.str("trusted-proxies")); err != nil {
+		return usageError{"--trusted-proxies: " + err.Error()}
+	}
+	if cfg.RateLimit, err = strconv.ParseFloat(f.str("rate-limit"), 64); err != nil || cfg.RateLimit < 0 {
+		return usageError{fmt.Sprintf("--rate-limit: want a number ≥ 0, got %q", f.str("rate-limit"))}
+	}
+	if cfg.Demo, err = f.bool("demo"); err != nil {
+		return err
+	}
+	if cfg.Dev, err = f.bool("dev"); err != nil {
+		return err
+	}
+	geoPoll, err := f.duration("geo-poll")
+	if err != nil {
+		return err
+	}
+	retention, err := f.duration("retention-every")
+	if err != nil {
+		return err
+	}
+
+	st, err := openStore(f.str("data"), false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	geoPath := f.str("geoip")
+	if geoPath == "" {
+		if p := filepath.Join(f.str("data"), defaultGeoDB); fileExists(p) {
+			geoPath = p
+		} else {
+			log.Warn("no country database: every visitor gets the opt-in regime; run `make geodb` or pass --geoip")
+		}
+	}
+	loc, err := geo.Open(geoPath)
+	if err != nil {
+		return err
+	}
+	defer loc.Close()
+
+	srv, err := server.New(cfg, st, loc, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.str("addr"))
+	if err != nil {
+		return err
+	}
+	base := "http://" + displayAddr(ln.Addr())
+
+	if err := firstToken(st, cfg.Demo, stdout); err != nil {
+		return err
+	}
+	if cfg.Demo {
+		if err := ensureDemoSite(st, ln.Addr()); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "demo page:     %s/\nadmin console: %s/admin/\n", base, base)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if geoPoll > 0 && geoPath != "" {
+		go loc.Watch(ctx, geoPoll, log)
+	}
+	go reloadOnHUP(ctx, loc, log)
+	if retention > 0 {
+		go st.RunRetention(ctx, retention, log)
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "ledger", st.Path(), "geoip", geoPath, "geo_db", loc.BuildDate(),
+		"widget_build", srv.WidgetBuild(), "demo", cfg.Demo)
+	fmt.Fprintf(stdout, "listening on %s\n", base)
+	if err := srv.Serve(ctx, ln); err != nil {
+		return err
+	}
+	log.Info("stopped; pending ledger writes committed")
+	return nil
+}
+
+func reloadOnHUP(ctx context.Context, loc *geo.Locator, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := loc.Reload(); err != nil {
+				log.Error("country database reload failed; keeping the loaded one", "err", err.Error())
+			} else {
+				log.Info("country database reloaded", "geo_db", loc.BuildDate())
+			}
+		}
+	}
+}
+
+// firstToken prints an admin token on the first start of an empty ledger,
+// and in demo mode on every start (a demo token, so `make run` can show one).
+func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
+	n, err := st.TokenCount()
+	if err != nil {
+		return err
+	}
+	name := "admin"
+	if demo {
+		name = "demo-" + time.Now().UTC().Format("20060102-150405.000")
+	} else if n > 0 {
+		return nil
+	}
+	tok, err := st.CreateToken(name)
+	if err != nil {
+		return err
+	}
+	if err := st.Audit("", "token_create", "token "+name+" at start-up"); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "admin token %q (shown once; only its hash is stored):\n%s\n", name, tok)
+	return nil
+}
+
+func ensureDemoSite(st *store.Store, addr net.Addr) error {
+	port := "8080"
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		port = strconv.Itoa(ta.Port)
+	}
+	origins := []string{"http://localhost:" + port, "http://127.0.0.1:" + port}
+	site, err := st.Site("demo")
+	if errors.Is(err, store.ErrNotFound) {
+		_, err = st.CreateSite(server.DemoSite(origins))
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if fmt.Sprint(site.Origins) != fmt.Sprint(origins) {
+		site.Origins = origins
+		_, err = st.PutSite(site)
+	}
+	return err
+}
+
+func displayAddr(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return "localhost:" + strconv.Itoa(ta.Port)
+	}
+	return a.String()
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("--log-level: want debug, info, warn or error, got %q", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Sprintf("--log-format: want text or json, got %q", format)}
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// openStore opens the ledger in dir, creating dir for a server.
+func openStore(dir string, readOnly bool) (*store.Store, error) {
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return store.Open(filepath.Join(dir, "assent.db"), store.Options{Timeout: time.Second, ReadOnly: readOnly})
+}
