@@ -43,7 +43,7 @@ func writeDB(t testing.TB, path string, maxMindStyle bool, nets []network) strin
 		t.Fatal(err)
 	}
 	for _, n := range nets {
-		if err := tree.Insert(ipNet(t, n.cidr), n.rec); err != nil {
+		if err := tree.Insert(ipNet(netip.MustParsePrefix(n.cidr)), n.rec); err != nil {
 			t.Fatalf("insert %s: %v", n.cidr, err)
 		}
 	}
@@ -54,14 +54,8 @@ func writeDB(t testing.TB, path string, maxMindStyle bool, nets []network) strin
 	return path
 }
 
-func ipNet(t testing.TB, cidr string) *net.IPNet {
-	t.Helper()
-	p := netip.MustParsePrefix(cidr)
-	bits := 128
-	if p.Addr().Is4() {
-		bits = 32
-	}
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // writeAtomically writes a sibling temporary file and renames it over
