@@ -1,0 +1,167 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Backup writes a consistent copy of the whole ledger file to w while
+// writes go on (bbolt Tx.WriteTo in a read transaction). The copy opens as
+// a ledger with Open.
+func (s *Store) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Counts returns each site's number of records (its chain length,
+// tombstones included), for metrics.
+func (s *Store) Counts() (map[string]int, error) {
+	counts := map[string]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChains).ForEach(func(k, v []byte) error {
+			h, err := decodeHead(v)
+			if err != nil {
+				return fmt.Errorf("%w: chain head of %q: %v", ErrCorrupt, k, err)
+			}
+			counts[string(k)] = int(h.count)
+			return nil
+		})
+	})
+	return counts, err
+}
+
+// purgeChunk is how many records one purge transaction turns into
+// tombstones.
+const purgeChunk = 2048
+
+// Purge applies each site's retention_days: every record recorded before
+// now minus that many days becomes a tombstone keeping only its id, time,
+// prev_hash and hash, so the chain still verifies, and leaves the subject
+// index. Each site's purge that removed something is an audit entry
+// "purge". It returns the number of records purged.
+//
+// Retention counts from when a record was made: a consent older than the
+// retention period goes too, even if the person still relies on it, so a
+// site's retention_days should be longer than the consents it needs to prove.
+func (s *Store) Purge(now time.Time) (int, error) {
+	sites, err := s.Sites()
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, site := range sites {
+		if site.RetentionDays <= 0 {
+			continue
+		}
+		cutoff := now.Add(-time.Duration(site.RetentionDays) * 24 * time.Hour)
+		n, err := s.purgeSite(site.ID, idFloor(cutoff))
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n > 0 {
+			detail := fmt.Sprintf("site=%s records=%d before=%s", site.ID, n, cutoff.UTC().Format(time.RFC3339))
+			if err := s.Audit(systemActor, "purge", detail); err != nil {
+				return total, err
+			}
+		}
+	}
+	return total, nil
+}
+
+// purgeSite tombstones the site's records with ids below end, a chunk per
+// transaction.
+func (s *Store) purgeSite(site string, end []byte) (int, error) {
+	total := 0
+	var next []byte
+	for {
+		n, more := 0, false
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := siteRecords(site)(tx)
+			if b == nil {
+				return nil
+			}
+			b.FillPercent = appendFill
+			var todo []*storedRecord
+			c := b.Cursor()
+			k, v := c.First()
+			if next != nil {
+				k, v = c.Seek(next)
+			}
+			for ; k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
+				if len(todo) == purgeChunk {
+					next, more = bytes.Clone(k), true
+					break
+				}
+				r, err := decodeRecord(site, k, v)
+				if err != nil {
+					return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(k), site, err)
+				}
+				if !r.Tombstone {
+					todo = append(todo, r)
+				}
+			}
+			// Change the bucket only after the cursor is done with it.
+			subjects := tx.Bucket(bucketSubjects)
+			for _, r := range todo {
+				id, _ := parseID(r.ID)
+				if r.digests.email != nil {
+					if err := subjects.Delete(subjectKey(r.digests.email, id)); err != nil {
+						return err
+					}
+				}
+				tomb := &storedRecord{Record: Record{Tombstone: true}, prevHash: r.prevHash, hash: r.hash}
+				if err := b.Put(id, encodeRecord(tomb)); err != nil {
+					return err
+				}
+			}
+			n = len(todo)
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if !more {
+			return total, nil
+		}
+	}
+}
+
+// RunRetention purges now and then every interval (an hour when every is not
+// positive) until ctx is done. It logs counts only, never personal data.
+func (s *Store) RunRetention(ctx context.Context, every time.Duration, log *slog.Logger) {
+	if every <= 0 {
+		every = time.Hour
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := s.Purge(s.now())
+		switch {
+		case err != nil:
+			log.Error("retention purge failed", "err", err)
+		case n > 0:
+			log.Info("retention purge", "records", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

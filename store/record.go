@@ -1,0 +1,327 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Record is one consent proof. Its JSON is the API's "A consent record".
+type Record struct {
+	ID            string            `json:"id"`
+	RecordedAt    time.Time         `json:"recorded_at"`
+	Site          string            `json:"site"`
+	Event         string            `json:"event"`  // grant, deny, partial, withdraw
+	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin
+	Basis         string            `json:"basis"`  // explicit, implied
+	Email         string            `json:"email"`
+	VisitorID     string            `json:"visitor_id"`
+	Country       string            `json:"country"`
+	Regime        string            `json:"regime"`
+	GeoDB         string            `json:"geo_db"`
+	NoticeVersion string            `json:"notice_version"`
+	NoticeHash    string            `json:"notice_hash"`
+	WidgetBuild   string            `json:"widget_build"`
+	Locale        string            `json:"locale,omitempty"`
+	Choices       map[string]string `json:"choices"`
+	PageURL       string            `json:"page_url"`
+	IP            string            `json:"ip"`
+	UserAgent     string            `json:"user_agent"`
+	GPC           bool              `json:"gpc"`
+	DNT           bool              `json:"dnt"`
+	Name          string            `json:"name,omitempty"` // a signup's name: personal, erased too
+	PrevHash      string            `json:"prev_hash"`
+	Hash          string            `json:"hash"`
+	Erased        bool              `json:"erased,omitempty"`
+	Tombstone     bool              `json:"tombstone,omitempty"`
+}
+
+// NormalizeEmail is the one way Assent normalises an address: trimmed and
+// lower-cased whole.
+func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// TruncateIP keeps the network part of an address: IPv4 /24, IPv6 /48, an
+// IPv4-mapped IPv6 address unmapped first. An invalid address gives "".
+func TruncateIP(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return ""
+	}
+	ip = ip.Unmap().WithZone("")
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return ""
+	}
+	return p.Addr().String()
+}
+
+// truncateIPString truncates an address given as text; anything that does
+// not parse is dropped rather than stored raw.
+func truncateIPString(s string) string {
+	if s == "" {
+		return ""
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return ""
+	}
+	return TruncateIP(ip)
+}
+
+// appendReq is one record waiting for the writer.
+type appendReq struct {
+	ctx     context.Context
+	rec     storedRecord
+	subject []byte // email digest for the subject index; nil for none
+	done    chan appendResult
+}
+
+type appendResult struct {
+	rec Record
+	err error
+}
+
+// Append stores a record durably and returns it as stored. It normalises
+// Email (NormalizeEmail), truncates IP (TruncateIP; an address that does not
+// parse is dropped), replaces invalid UTF-8, and assigns ID, RecordedAt
+// (server UTC, ns) and PrevHash/Hash on the site's chain. It returns only
+// after the record's batch was committed with fsync.
+//
+// A signup (Source "signup") whose Email is on the suppression list stores
+// nothing: it returns ErrSuppressed and writes a "suppressed_signup" audit
+// entry that does not name the address. An unknown site gives ErrNotFound.
+//
+// Cancellation: if ctx is done before the writer takes the record into a
+// batch, nothing is stored and Append returns ctx.Err(). Once the record is in
+// a batch its commit is not interrupted: Append waits for it and returns the
+// stored record. So an error always means "not stored", and nil means
+// "stored and synced".
+func (s *Store) Append(ctx context.Context, rec Record) (Record, error) {
+	rec.Erased = false
+	return s.enqueue(s.newAppendReq(ctx, rec, nil))
+}
+
+// newAppendReq does, in the caller's goroutine, the part of the work that
+// does not depend on the chain, so the single writer does as little as it
+// can. subject overrides the email digest for records that name a person
+// only by digest (an unsubscribe of an erased address).
+func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
+	rec.Email = NormalizeEmail(rec.Email)
+	rec.IP = truncateIPString(rec.IP)
+	for _, p := range rec.strings() {
+		*p = strings.ToValidUTF8(*p, "\uFFFD")
+	}
+	choices := make(map[string]string, len(rec.Choices))
+	for k, v := range rec.Choices {
+		choices[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
+	}
+	rec.Choices = choices
+	rec.ID, rec.RecordedAt, rec.PrevHash, rec.Hash, rec.Tombstone = "", time.Time{}, "", "", false
+	req := &appendReq{ctx: ctx, done: make(chan appendResult, 1)}
+	req.rec.Record = rec
+	req.rec.digests = computeDigests(s.digestKey, &rec)
+	if rec.Erased {
+		// Only Unsubscribe appends erased records: the person was erased and
+		// is known by digest alone, so the record carries that digest and no
+		// personal field.
+		rec.Email, rec.Name, rec.VisitorID, rec.IP, rec.UserAgent = "", "", "", "", ""
+		req.rec.Record = rec
+		req.rec.digests = digests{email: subject}
+	}
+	req.subject = req.rec.digests.email
+	return req
+}
+
+func (s *Store) enqueue(req *appendReq) (Record, error) {
+	if err := req.ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	s.mu.RLock()
+	if s.closed || s.queue == nil {
+		s.mu.RUnlock()
+		if s.queue == nil {
+			return Record{}, fmt.Errorf("append: ledger %s is open read-only", s.path)
+		}
+		return Record{}, ErrClosed
+	}
+	s.queue <- req
+	s.mu.RUnlock()
+	res := <-req.done
+	return res.rec, res.err
+}
+
+// writer is the one goroutine that appends records. It takes whatever has
+// queued, writes it in one transaction, commits with fsync and only then
+// answers every caller of the batch. Under light load a batch is one record
+// and is committed at once; under heavy load batches grow to whatever queued
+// during the previous commit, so throughput follows the load without a timer.
+func (s *Store) writer() {
+	defer s.writerW.Done()
+	batch := make([]*appendReq, 0, s.opts.maxBatch)
+	for req := range s.queue {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < s.opts.maxBatch {
+			select {
+			case r, ok := <-s.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit writes one batch. Requests whose context is already done are
+// answered with its error and skipped; the others are answered after the
+// commit, all with its error if it fails.
+func (s *Store) commit(batch []*appendReq) {
+	results := make([]appendResult, len(batch))
+	err := s.writeBatch(batch, results)
+	for i, req := range batch {
+		if err != nil && results[i].err == nil {
+			results[i] = appendResult{err: fmt.Errorf("append: %w", err)}
+		}
+		req.done <- results[i]
+	}
+}
+
+func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
+	rnd := make([]byte, 8*len(batch))
+	if _, err := rand.Read(rnd); err != nil {
+		return err
+	}
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	w := newChainWriter(tx)
+	suppression := tx.Bucket(bucketSuppression)
+	for i, req := range batch {
+		if err := req.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		r := &req.rec
+		if r.Source == "signup" && req.subject != nil && suppression.Get(req.subject) != nil {
+			results[i].err = ErrSuppressed
+			if err := putAudit(tx, s.now(), systemActor, "suppressed_signup", "site="+r.Site); err != nil {
+				return err
+			}
+			continue
+		}
+		ns := s.now().UnixNano()
+		if ns <= s.lastNs {
+			ns = s.lastNs + 1
+		}
+		rec, err := w.append(r, makeID(ns, binary.BigEndian.Uint64(rnd[8*i:])), req.subject)
+		if err != nil {
+			results[i].err = err
+			if err == ErrNotFound {
+				continue
+			}
+			return err
+		}
+		s.lastNs = ns
+		results[i].rec = rec
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if s.opts.DiscardCommits {
+		return nil // the deferred Rollback discards the batch
+	}
+	return tx.Commit()
+}
+
+// chainWriter appends records to the sites' chains within one transaction,
+// keeping each touched chain's head in memory until flush.
+type chainWriter struct {
+	tx       *bolt.Tx
+	heads    map[string]*chainHead
+	buckets  map[string]*bolt.Bucket
+	subjects *bolt.Bucket
+}
+
+func newChainWriter(tx *bolt.Tx) *chainWriter {
+	return &chainWriter{tx: tx, heads: map[string]*chainHead{}, buckets: map[string]*bolt.Bucket{},
+		subjects: tx.Bucket(bucketSubjects)}
+}
+
+// chain returns the site's record bucket and head, loading them once per
+// transaction. An unknown site gives ErrNotFound.
+func (w *chainWriter) chain(site string) (*bolt.Bucket, *chainHead, error) {
+	if b := w.buckets[site]; b != nil {
+		return b, w.heads[site], nil
+	}
+	if w.tx.Bucket(bucketSites).Get([]byte(site)) == nil {
+		return nil, nil, ErrNotFound
+	}
+	b, err := w.tx.Bucket(bucketRecords).CreateBucketIfNotExists([]byte(site))
+	if err != nil {
+		return nil, nil, err
+	}
+	b.FillPercent = appendFill
+	h := &chainHead{}
+	if v := w.tx.Bucket(bucketChains).Get([]byte(site)); v != nil {
+		if *h, err = decodeHead(v); err != nil {
+			return nil, nil, fmt.Errorf("%w: chain head of %q: %v", ErrCorrupt, site, err)
+		}
+	}
+	w.buckets[site], w.heads[site] = b, h
+	return b, h, nil
+}
+
+// append links r after the site's head, stores it and its subject index
+// entry, and returns it as stored.
+func (w *chainWriter) append(r *storedRecord, id, subject []byte) (Record, error) {
+	b, head, err := w.chain(r.Site)
+	if err != nil {
+		return Record{}, err
+	}
+	r.ID = formatID(id)
+	r.RecordedAt = time.Unix(0, idTime(id)).UTC()
+	r.prevHash = head.hash
+	r.hash = recordHash(r)
+	r.PrevHash, r.Hash = hexOrEmpty(r.prevHash), hex.EncodeToString(r.hash)
+	if err := b.Put(id, encodeRecord(r)); err != nil {
+		return Record{}, err
+	}
+	if subject != nil {
+		if err := w.subjects.Put(subjectKey(subject, id), []byte(r.Site)); err != nil {
+			return Record{}, err
+		}
+	}
+	head.count++
+	head.last, head.hash = id, r.hash
+	return r.Record, nil
+}
+
+func (w *chainWriter) flush() error {
+	chains := w.tx.Bucket(bucketChains)
+	for site, h := range w.heads {
+		if err := chains.Put([]byte(site), h.encode()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func subjectKey(subject, id []byte) []byte {
+	return append(append(make([]byte, 0, len(subject)+len(id)), subject...), id...)
+}

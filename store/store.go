@@ -1,0 +1,388 @@
+// Package store is Assent's consent ledger: one bbolt file holding the sites,
+// the notices shown, the hash-chained consent records, the subject index, the
+// suppression list, admin tokens and the audit log. It knows nothing of HTTP;
+// the server and the CLI call it.
+//
+// Bucket layout (schema version 1):
+//
+//	meta/
+//	  schema_version      uint64 big-endian (see schemaVersion, migrations)
+//	  digest_key          32 random bytes: HMAC-SHA256 key of the personal-field
+//	                      digests, the subject index and the suppression list
+//	  signing_key         32-byte Ed25519 seed: signs receipts (JWS, EdDSA)
+//	  unsubscribe_key     32 random bytes: HMAC key of unsubscribe tokens
+//	sites/
+//	  <site id>           Site as JSON
+//	notices/
+//	  <sha256, 32 bytes>  the exact texts shown, stored once
+//	chains/
+//	  <site id>           chain head: count uint64 | last id 16 bytes | hash 32 bytes
+//	records/              append-only, FillPercent 0.95
+//	  <site id>/          one chain per site
+//	    <id, 16 bytes>    record, binary (codec.go); the id starts with its time
+//	subjects/
+//	  <email digest 32 bytes><id 16 bytes>   site id: index of a person's records
+//	optin/
+//	  <email digest 32 bytes>   double-opt-in state as JSON
+//	suppression/
+//	  <email digest 32 bytes>   {"at":…,"reason":…} for erased addresses
+//	tokens/
+//	  <name>              {"hash":sha256 of the token,"created_at":…}
+//	audit/                append-only, FillPercent 0.95
+//	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
+//
+// Record writes go through one writer goroutine that group-commits whatever
+// has queued while the previous commit ran: one fsync'd bbolt transaction per
+// batch, and every caller is answered only after that commit (see Append).
+// Other writes (sites, erasure, tokens, audit) are rare and use their own
+// transactions.
+package store
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket names.
+var (
+	bucketMeta        = []byte("meta")
+	bucketSites       = []byte("sites")
+	bucketNotices     = []byte("notices")
+	bucketChains      = []byte("chains")
+	bucketRecords     = []byte("records")
+	bucketSubjects    = []byte("subjects")
+	bucketOptIn       = []byte("optin")
+	bucketSuppression = []byte("suppression")
+	bucketTokens      = []byte("tokens")
+	bucketAudit       = []byte("audit")
+
+	allBuckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
+		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
+)
+
+// Keys in the meta bucket.
+var (
+	keySchemaVersion  = []byte("schema_version")
+	keyDigestKey      = []byte("digest_key")
+	keySigningKey     = []byte("signing_key")
+	keyUnsubscribeKey = []byte("unsubscribe_key")
+)
+
+// appendFill is the FillPercent of append-only buckets: bbolt's default (0.5)
+// leaves pages filled by sequential keys about half empty.
+const appendFill = 0.95
+
+// schemaVersion is the layout this code reads and writes.
+const schemaVersion = 1
+
+// migrations[v] brings a ledger at schema version v to v+1. A fresh file is
+// version 0. Each runs in the one transaction that also records the new
+// version, so a failed migration leaves the file as it was.
+var migrations = []func(tx *bolt.Tx) error{
+	0: migrateCreate,
+}
+
+// migrateCreate makes the buckets and the keys of a new ledger.
+func migrateCreate(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	for _, k := range [][]byte{keyDigestKey, keySigningKey, keyUnsubscribeKey} {
+		if meta.Get(k) != nil {
+			continue
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		if err := meta.Put(k, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Errors callers test with errors.Is.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrSiteExists  = errors.New("site already exists")
+	ErrSuppressed  = errors.New("address is on the suppression list (erased)")
+	ErrLocked      = errors.New("ledger is in use by another process")
+	ErrNewerSchema = errors.New("ledger was written by a newer version of Assent")
+	ErrCorrupt     = errors.New("ledger file is damaged or not an Assent ledger")
+	ErrBadToken    = errors.New("invalid token")
+	ErrExists      = errors.New("already exists") // a token name in use
+	ErrClosed      = errors.New("ledger is closed")
+)
+
+// lockedError names the path and what to do; errors.Is(err, ErrLocked).
+type lockedError struct{ path string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("ledger %s is in use by another process (a running server?); use --server URL", e.path)
+}
+func (e *lockedError) Unwrap() error { return ErrLocked }
+
+// Options tune Open.
+type Options struct {
+	// Timeout is how long to wait for the file lock; 0 means 1s. A file held
+	// by another process gives ErrLocked after it, never a hang.
+	Timeout time.Duration
+	// ReadOnly opens with a shared lock and changes nothing, not even a
+	// migration.
+	ReadOnly bool
+	// DiscardCommits, for benchmarks only, does all of a batch's work and
+	// rolls the transaction back instead of committing it.
+	DiscardCommits bool
+	// Now is the clock, for tests; nil means time.Now.
+	Now func() time.Time
+
+	// maxBatch caps the records in one group commit; 0 means defaultMaxBatch.
+	// The benchmarks set 1 to measure one fsync'd transaction per record.
+	maxBatch int
+}
+
+// defaultMaxBatch bounds one transaction's size; at ~300 bytes a record it
+// is ~1 MiB of leaf pages.
+const defaultMaxBatch = 4096
+
+// Store is an open ledger. Its methods are safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+	opts Options
+	now  func() time.Time
+
+	digestKey      []byte
+	unsubscribeKey []byte
+	signingKey     ed25519.PrivateKey
+	kid            string
+
+	notices sync.Map // "sha256:…" -> struct{}: notices known to be stored
+
+	mu      sync.RWMutex // guards closed and sending on queue
+	closed  bool
+	queue   chan *appendReq
+	writerW sync.WaitGroup
+	lastNs  int64 // writer goroutine only: time of the last record id
+}
+
+// Open opens the ledger at path, creating it (mode 0600) and its buckets if
+// needed and migrating an older schema. A file held by another process gives
+// an error wrapping ErrLocked; one written by a newer Assent ErrNewerSchema;
+// a damaged or foreign file ErrCorrupt.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.maxBatch <= 0 {
+		opts.maxBatch = defaultMaxBatch
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open ledger: %w", err)
+		}
+	} else if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open ledger: %w", err)
+		}
+	}
+	db, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, path: path, opts: opts, now: now}
+	if err := guard(s.prepare); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if !opts.ReadOnly {
+		s.queue = make(chan *appendReq, 1024)
+		s.writerW.Add(1)
+		go s.writer()
+	}
+	return s, nil
+}
+
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	err = guard(func() error {
+		var e error
+		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+		return e
+	})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, &lockedError{path: path}
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch),
+		errors.Is(err, berrors.ErrChecksum), errors.Is(err, ErrCorrupt):
+		return nil, fmt.Errorf("ledger %s: %w (%v)", path, ErrCorrupt, err)
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("open ledger: %w", err)
+	default:
+		// bbolt reports a short or damaged file in many words ("file size
+		// too small", mmap errors); all of them mean the same to a user.
+		return nil, fmt.Errorf("ledger %s: %w (%v)", path, ErrCorrupt, err)
+	}
+}
+
+// guard runs fn, turning a panic or a memory fault while reading a damaged
+// file into ErrCorrupt.
+func guard(fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
+
+// prepare checks the file, migrates it and loads the keys.
+func (s *Store) prepare() error {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return err
+	}
+	check := func(tx *bolt.Tx) (uint64, error) {
+		if fi.Size() < tx.Size() {
+			return 0, fmt.Errorf("ledger %s: %w (file is %d bytes, its pages need %d: truncated?)", s.path, ErrCorrupt, fi.Size(), tx.Size())
+		}
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			empty := true
+			tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+			if !empty {
+				return 0, fmt.Errorf("ledger %s: %w (a bbolt file without Assent's buckets)", s.path, ErrCorrupt)
+			}
+			return 0, nil
+		}
+		v := meta.Get(keySchemaVersion)
+		if len(v) != 8 {
+			return 0, fmt.Errorf("ledger %s: %w (no schema version)", s.path, ErrCorrupt)
+		}
+		version := binary.BigEndian.Uint64(v)
+		if version > schemaVersion {
+			return 0, fmt.Errorf("ledger %s has schema version %d; this Assent reads up to %d: upgrade Assent (%w)", s.path, version, schemaVersion, ErrNewerSchema)
+		}
+		return version, nil
+	}
+	if s.opts.ReadOnly {
+		err = s.db.View(func(tx *bolt.Tx) error {
+			version, err := check(tx)
+			if err != nil {
+				return err
+			}
+			if version < schemaVersion {
+				return fmt.Errorf("ledger %s has schema version %d and needs migrating to %d: open it once read-write", s.path, version, schemaVersion)
+			}
+			return s.loadKeys(tx)
+		})
+	} else {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			version, err := check(tx)
+			if err != nil {
+				return err
+			}
+			for v := version; v < schemaVersion; v++ {
+				if err := migrations[v](tx); err != nil {
+					return fmt.Errorf("migrate ledger from schema %d: %w", v, err)
+				}
+			}
+			if version < schemaVersion {
+				if err := tx.Bucket(bucketMeta).Put(keySchemaVersion, u64(schemaVersion)); err != nil {
+					return err
+				}
+			}
+			return s.loadKeys(tx)
+		})
+	}
+	if err != nil {
+		return err
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChains).ForEach(func(k, v []byte) error {
+			h, err := decodeHead(v)
+			if err != nil {
+				return fmt.Errorf("ledger %s: %w (chain head of %q: %v)", s.path, ErrCorrupt, k, err)
+			}
+			if h.count > 0 {
+				if ns := idTime(h.last); ns > s.lastNs {
+					s.lastNs = ns
+				}
+			}
+			return nil
+		})
+	})
+}
+
+func (s *Store) loadKeys(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	digestKey, unsubscribeKey, seed := meta.Get(keyDigestKey), meta.Get(keyUnsubscribeKey), meta.Get(keySigningKey)
+	if len(digestKey) != 32 || len(unsubscribeKey) != 32 || len(seed) != ed25519.SeedSize {
+		return fmt.Errorf("ledger %s: %w (missing keys in meta)", s.path, ErrCorrupt)
+	}
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("ledger %s: %w (missing bucket %q)", s.path, ErrCorrupt, name)
+		}
+	}
+	s.digestKey = bytes.Clone(digestKey)
+	s.unsubscribeKey = bytes.Clone(unsubscribeKey)
+	s.signingKey = ed25519.NewKeyFromSeed(seed)
+	s.kid = jwkThumbprint(s.signingKey.Public().(ed25519.PublicKey))
+	return nil
+}
+
+// Close waits for the queued records to be committed, then closes the file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.queue != nil {
+		close(s.queue)
+	}
+	s.mu.Unlock()
+	s.writerW.Wait()
+	return s.db.Close()
+}
+
+// Ping reads the ledger once, for health checks.
+func (s *Store) Ping() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return ErrCorrupt
+		}
+		return nil
+	})
+}
+
+// Path is the ledger file's path.
+func (s *Store) Path() string { return s.path }
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

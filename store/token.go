@@ -1,0 +1,127 @@
+package store
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Token is an admin token as listed; the secret itself is never stored.
+type Token struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type storedToken struct {
+	Hash      string    `json:"hash"` // hex SHA-256 of the whole token
+	CreatedAt time.Time `json:"created_at"`
+}
+
+const tokenPrefix = "asn_"
+
+var reTokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// CreateToken makes a new admin token and returns it; only its SHA-256 is
+// kept. An empty name becomes "admin-<n>". A name in use gives ErrExists.
+func (s *Store) CreateToken(name string) (string, error) {
+	if name != "" && !reTokenName.MatchString(name) {
+		return "", invalid("name", "%q must be 1-64 characters of letters, digits, '.', '_' and '-'", name)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", err
+	}
+	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(secret)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		if name == "" {
+			for n := b.Stats().KeyN + 1; ; n++ {
+				if name = "admin-" + strconv.Itoa(n); b.Get([]byte(name)) == nil {
+					break
+				}
+			}
+		} else if b.Get([]byte(name)) != nil {
+			return fmt.Errorf("token %q: %w", name, ErrExists)
+		}
+		v, err := json.Marshal(storedToken{Hash: tokenHash(token), CreatedAt: s.now().UTC()})
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(name), v)
+	})
+	if err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// CheckToken tells whether token is a live admin token, and its name. Every
+// stored hash is compared, in constant time, so timing tells nothing.
+func (s *Store) CheckToken(token string) (name string, ok bool) {
+	if !strings.HasPrefix(token, tokenPrefix) {
+		return "", false
+	}
+	want := []byte(tokenHash(token))
+	s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+			var t storedToken
+			if json.Unmarshal(v, &t) == nil && subtle.ConstantTimeCompare([]byte(t.Hash), want) == 1 {
+				name, ok = string(k), true
+			}
+			return nil
+		})
+	})
+	return name, ok
+}
+
+// Tokens lists the admin tokens by name.
+func (s *Store) Tokens() ([]Token, error) {
+	var tokens []Token
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+			var t storedToken
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("%w: token %q: %v", ErrCorrupt, k, err)
+			}
+			tokens = append(tokens, Token{Name: string(k), CreatedAt: t.CreatedAt})
+			return nil
+		})
+	})
+	return tokens, err
+}
+
+// RevokeToken deletes a token by name, or gives ErrNotFound.
+func (s *Store) RevokeToken(name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		if b.Get([]byte(name)) == nil {
+			return fmt.Errorf("token %q: %w", name, ErrNotFound)
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+// TokenCount is the number of admin tokens (0 on a first run).
+func (s *Store) TokenCount() (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketTokens).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
