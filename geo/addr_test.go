@@ -54,7 +54,7 @@ func mustPrefixes(s string) []netip.Prefix {
 func TestClientAddr(t *testing.T) {
 	tests := []struct {
 		name, peer, xff, want string
-		trusted            []netip.Prefix
+		trusted               []netip.Prefix
 	}{
 		// Untrusted peers: the header changes nothing, whatever it says.
 		{"no proxy", "85.214.132.117", "", "85.214.132.117", testTrusted},

@@ -13,7 +13,7 @@ import (
 )
 
 // testBuildEpoch is the build time written into test databases.
-var testBuildEpoch = time.Date(2024, 5, 17, 23, 30, 0, 0, time.UTC).Unix()
+var testBuildEpoch = time.Date(2024, 5, 17, 23, 30, 0, 0, time.UTC)
 
 // network is one entry of a test database.
 type network struct {
@@ -26,8 +26,14 @@ type network struct {
 // GeoLite2 database type); otherwise ip-location-db's.
 func writeDB(t testing.TB, path string, maxMindStyle bool, nets []network) string {
 	t.Helper()
+	return writeDBBuilt(t, path, maxMindStyle, testBuildEpoch, nets)
+}
+
+// writeDBBuilt is writeDB with a build time.
+func writeDBBuilt(t testing.TB, path string, maxMindStyle bool, built time.Time, nets []network) string {
+	t.Helper()
 	opts := mmdbwriter.Options{
-		BuildEpoch:              testBuildEpoch,
+		BuildEpoch:              built.Unix(),
 		DatabaseType:            "country ipvAll",
 		IncludeReservedNetworks: true, // to reproduce the default database's mistakes
 		DisableIPv4Aliasing:     true,
