@@ -176,12 +176,14 @@ func validPortSuffix(s string) bool {
 	if s[0] != ':' || len(s) < 2 || len(s) > 6 {
 		return false
 	}
+	port := 0
 	for _, c := range []byte(s[1:]) {
 		if c < '0' || c > '9' {
 			return false
 		}
+		port = port*10 + int(c-'0')
 	}
-	return true
+	return port <= 65535
 }
 
 // ParsePrefixes parses a comma-separated list of CIDR prefixes and bare

@@ -95,6 +95,7 @@ func TestClientAddr(t *testing.T) {
 		{"bad port", "10.0.0.1", "85.214.132.117:http", "10.0.0.1", testTrusted},
 		{"bracketed IPv4", "10.0.0.1", "[85.214.132.117]", "10.0.0.1", testTrusted},
 		{"bracket unclosed", "10.0.0.1", "[2a00:1450:4001::1", "10.0.0.1", testTrusted},
+		{"bracketed port too big", "10.0.0.1", "[2a00:1450:4001::1]:65536", "10.0.0.1", testTrusted},
 		{"bracket trailing junk", "10.0.0.1", "[2a00:1450:4001::1]x", "10.0.0.1", testTrusted},
 		{"CIDR", "10.0.0.1", "85.214.132.0/24", "10.0.0.1", testTrusted},
 		{"too many hops", "10.0.0.1", "85.214.132.117" + strings.Repeat(",10.0.0.2", 40), "10.0.0.2", testTrusted},
