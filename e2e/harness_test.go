@@ -16,7 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"net/http/httputil"
+	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,8 +30,8 @@ import (
 	"github.com/assent/assent/store"
 )
 
-// Real addresses in the default database, sent as X-Forwarded-For through
-// the trusted loopback proxy.
+// Real addresses in the default database; env.setVisitor makes the proxy in
+// front of the server report them as the browser's.
 const (
 	ipGermany = "85.214.132.117"
 	ipUS      = "8.8.8.8"
@@ -56,6 +59,32 @@ type env struct {
 	token  string
 	host   *hostSite
 	dbPath string
+	// visitor is the address the trusted proxy in front of the server says
+	// the browser has, set with setVisitor.
+	visitor atomic.Value
+}
+
+// setVisitor makes every later request look as if it came from ip, as a
+// CDN or load balancer in front of Assent would report it.
+func (e *env) setVisitor(ip string) { e.visitor.Store(ip) }
+
+// proxy is a reverse proxy on loopback in front of the server, as a real
+// deployment has: it sets X-Forwarded-For to the visitor's address, and the
+// server trusts loopback as a proxy. Browsers talk to the proxy.
+func (e *env) proxy(t testing.TB, target string) string {
+	u, _ := url.Parse(target)
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.Host = r.In.Host
+			if ip, _ := e.visitor.Load().(string); ip != "" {
+				r.Out.Header.Set("X-Forwarded-For", ip)
+			}
+		},
+	}
+	ps := httptest.NewServer(rp)
+	t.Cleanup(ps.Close)
+	return ps.URL
 }
 
 type envOptions struct {
@@ -96,7 +125,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, srv: srv, api: "http://" + ln.Addr().String(), token: tok, host: newHostSite(t), dbPath: dbPath}
+	e := &env{t: t, st: st, srv: srv, token: tok, host: newHostSite(t), dbPath: dbPath}
+	e.visitor.Store("")
+	e.api = e.proxy(t, "http://"+ln.Addr().String())
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -247,7 +278,9 @@ func chromium(t testing.TB) string {
 }
 
 // browser starts a fresh headless Chromium (its own empty profile) and
-// returns a tab context. Options add flags such as a language.
+// returns a tab context that has run once, so callers use chromedp.Do or
+// chromedp.Run on it (chromedp v0.23's generic API). Options add flags such
+// as a language. Every step is bounded by the 90-second context.
 func browser(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	all := append([]chromedp.ExecAllocatorOption{
@@ -267,16 +300,20 @@ func browser(t testing.TB, opts ...chromedp.ExecAllocatorOption) context.Context
 	}, opts...)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), all...)
 	ctx, cancel := chromedp.NewContext(actx)
-	ctx, tcancel := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { tcancel(); cancel(); acancel() })
-	if err := chromedp.Run(ctx); err != nil {
+	// The first Run starts the browser; it must not carry a timeout, or the
+	// timeout would stop the whole browser.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		cancel()
+		acancel()
 		t.Fatalf("start chromium: %v", err)
 	}
-	return ctx
+	tctx, tcancel := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { tcancel(); cancel(); acancel() })
+	return tctx
 }
 
-// shadow is a JS path into the widget's shadow root, for chromedp.ByJSPath.
-func shadow(selector string) string {
+// shadow selects an element inside the widget's shadow root.
+func shadow(selector string) chromedp.JSPath {
 	b, _ := json.Marshal(selector)
-	return `document.querySelector('#assent').shadowRoot.querySelector(` + string(b) + `)`
+	return chromedp.JSPath(`document.querySelector('#assent').shadowRoot.querySelector(` + string(b) + `)`)
 }

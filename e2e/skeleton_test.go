@@ -6,9 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/assent/assent/store"
@@ -31,19 +29,27 @@ func TestGermanVisitorChoiceReachesTheExport(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.site(shopSite())
 	page := e.host.page("/", e.embed("shop", "en", ""))
+	e.setVisitor(ipGermany)
 	ctx := browser(t)
 
-	var checked []bool
-	var ua string
-	err := chromedp.Run(ctx,
-		network.Enable(),
-		network.SetExtraHTTPHeaders(network.Headers{"X-Forwarded-For": ipGermany}),
+	err := chromedp.Do(ctx,
 		chromedp.Navigate(page),
-		chromedp.WaitVisible(shadow(`input[data-assent-purpose="analytics"]`), chromedp.ByJSPath),
-		chromedp.Evaluate(`[...document.querySelector('#assent').shadowRoot.querySelectorAll('input[type=checkbox][data-assent-purpose]')].map(i => i.checked)`, &checked),
-		chromedp.Evaluate(`navigator.userAgent`, &ua),
-		chromedp.Click(shadow(`input[data-assent-purpose="analytics"]`), chromedp.ByJSPath),
-		chromedp.Click(shadow(`[data-assent-action="save"]`), chromedp.ByJSPath),
+		chromedp.WaitVisible(shadow(`input[data-assent-purpose="analytics"]`)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked, err := chromedp.Run(ctx, chromedp.Evaluate[[]bool](`[...document.querySelector('#assent').shadowRoot.querySelectorAll('input[type=checkbox][data-assent-purpose]')].map(i => i.checked)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ua, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.userAgent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Click(shadow(`input[data-assent-purpose="analytics"]`)),
+		chromedp.Click(shadow(`[data-assent-action="save"]`)),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -88,5 +94,4 @@ func TestGermanVisitorChoiceReachesTheExport(t *testing.T) {
 	if unauth.StatusCode != http.StatusUnauthorized {
 		t.Errorf("export without a token: %d, want 401", unauth.StatusCode)
 	}
-	_ = time.Second
 }

@@ -21,9 +21,9 @@ import (
 type texts struct {
 	builtin map[string]map[string]any // language -> text tree
 
-	mu     sync.Mutex
-	cache  map[string]notice // site|version|updated|locale -> notice
-	stored map[string]bool   // notice hashes known to be in the ledger
+	mu    sync.Mutex
+	cache map[string]notice // site|version|updated|locale -> notice
+	saved map[string]bool   // notice hashes known to be in the ledger
 }
 
 // notice is what one visitor is shown: the locale, the texts, and the hash
@@ -40,7 +40,7 @@ func loadTexts(src fs.FS) (*texts, error) {
 	if err != nil || len(files) == 0 {
 		return nil, fmt.Errorf("widget texts: none found in texts/*.json")
 	}
-	t := &texts{builtin: map[string]map[string]any{}, cache: map[string]notice{}, stored: map[string]bool{}}
+	t := &texts{builtin: map[string]map[string]any{}, cache: map[string]notice{}, saved: map[string]bool{}}
 	for _, f := range files {
 		b, err := fs.ReadFile(src, f)
 		if err != nil {
@@ -107,7 +107,7 @@ func (t *texts) notice(site store.Site, lang, acceptLanguage string) notice {
 // cites its hash, writing it once.
 func (t *texts) stored(st *store.Store, n notice) (string, error) {
 	t.mu.Lock()
-	done := t.stored[n.Hash]
+	done := t.saved[n.Hash]
 	t.mu.Unlock()
 	if done {
 		return n.Hash, nil
@@ -117,7 +117,7 @@ func (t *texts) stored(st *store.Store, n notice) (string, error) {
 		return "", err
 	}
 	t.mu.Lock()
-	t.stored[h] = true
+	t.saved[h] = true
 	t.mu.Unlock()
 	return h, nil
 }
