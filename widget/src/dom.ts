@@ -30,9 +30,22 @@ export let box: HTMLElement
 
 export const mount = () => {
   host = h('div', { id: 'assent' })
+  // Inline and important, so that page rules such as `div {margin: 1em}` do
+  // not reach the host; set through the CSSOM, which a strict CSP allows.
+  host.style.cssText = 'all:initial!important'
   if (theme.brand) host.style.setProperty('--assent-brand', theme.brand)
   if (theme.radius) host.style.setProperty('--assent-radius', theme.radius)
   root = host.attachShadow({ mode: 'open' })
-  root.append(h('style', 0, __ASSENT_CSS__), (box = h('div', { class: 'w ' + (theme.scheme || 'auto') })))
+  const css: string = __ASSENT_CSS__
+  try {
+    // A constructed style sheet is not an inline <style>, so a CSP without
+    // 'unsafe-inline' lets it through.
+    const s = new CSSStyleSheet()
+    s.replaceSync(css)
+    root.adoptedStyleSheets = [s]
+  } catch (e) {
+    root.append(h('style', 0, css))
+  }
+  root.append((box = h('div', { class: 'w ' + (theme.scheme || 'auto') })))
   document.body.append(host)
 }
