@@ -25,7 +25,7 @@ func goldenRecord() *storedRecord {
 		ID: formatID(makeID(at.UnixNano(), 0x0123456789abcdef)), RecordedAt: at, Site: "shop",
 		Event: "partial", Source: "banner", Basis: "explicit", Email: "ada@example.org", Name: "Ada \"Countess\" Lovelace",
 		VisitorID: "v_5rj2k8", Country: "DE", Regime: "opt-in", GeoDB: "2026-06-17", NoticeVersion: "7\t\"x\"\\\x01",
-		NoticeHash: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		NoticeHash:  "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 		WidgetBuild: "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae", Locale: "de-AT",
 		// Keys that sort differently by UTF-16 than by UTF-8 (RFC 8785 §3.2.3),
 		// and values with characters JSON must escape.

@@ -43,6 +43,7 @@ const chunkKeys = 2048
 // scanChunks calls fn, outside any transaction, for every item decode keeps
 // from the bucket's keys in [start, end) (nil is open), in key order, visiting
 // at most chunkKeys keys per read transaction. decode must copy what it keeps.
+// A damaged page gives ErrCorrupt, not a crash.
 func scanChunks[T any](db *bolt.DB, bucket func(*bolt.Tx) *bolt.Bucket, start, end []byte,
 	decode func(k, v []byte) (T, bool, error), fn func(T) error) error {
 	items := make([]T, 0, chunkKeys)
@@ -50,34 +51,36 @@ func scanChunks[T any](db *bolt.DB, bucket func(*bolt.Tx) *bolt.Bucket, start, e
 	for {
 		items = items[:0]
 		var resume []byte
-		err := db.View(func(tx *bolt.Tx) error {
-			b := bucket(tx)
-			if b == nil {
+		err := guard(func() error {
+			return db.View(func(tx *bolt.Tx) error {
+				b := bucket(tx)
+				if b == nil {
+					return nil
+				}
+				c := b.Cursor()
+				k, v := c.First()
+				if next != nil {
+					k, v = c.Seek(next)
+				}
+				for n := 0; k != nil; k, v = c.Next() {
+					if end != nil && bytes.Compare(k, end) >= 0 {
+						return nil
+					}
+					if n == chunkKeys {
+						resume = bytes.Clone(k)
+						return nil
+					}
+					n++
+					item, keep, err := decode(k, v)
+					if err != nil {
+						return err
+					}
+					if keep {
+						items = append(items, item)
+					}
+				}
 				return nil
-			}
-			c := b.Cursor()
-			k, v := c.First()
-			if next != nil {
-				k, v = c.Seek(next)
-			}
-			for n := 0; k != nil; k, v = c.Next() {
-				if end != nil && bytes.Compare(k, end) >= 0 {
-					return nil
-				}
-				if n == chunkKeys {
-					resume = bytes.Clone(k)
-					return nil
-				}
-				n++
-				item, keep, err := decode(k, v)
-				if err != nil {
-					return err
-				}
-				if keep {
-					items = append(items, item)
-				}
-			}
-			return nil
+			})
 		})
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -89,32 +90,38 @@ func (s *Store) verifyChain(site string, head chainHead, rep *VerifyReport) erro
 	var n uint64
 	live := false
 	var lastID []byte
-	err := guard(func() error {
-		return scanChunks(s.db, siteRecords(site), nil, nil, func(k, v []byte) ([]byte, bool, error) {
-			if !rep.OK || n >= head.count {
-				return nil, false, nil
-			}
-			n++
-			lastID = bytes.Clone(k)
-			id := formatID(k)
-			if id == "" {
-				rep.fail(site, hex.EncodeToString(k), "key is not a record id")
-				return nil, false, nil
-			}
-			r, err := decodeRecord(site, k, v)
-			if err != nil {
-				rep.fail(site, id, "cannot decode: "+err.Error())
-				return nil, false, nil
-			}
-			if reason := s.checkRecord(r, prev, live); reason != "" {
-				rep.fail(site, id, reason)
-				return nil, false, nil
-			}
-			live = live || !r.Tombstone
-			prev = r.hash
+	err := scanChunks(s.db, siteRecords(site), nil, nil, func(k, v []byte) ([]byte, bool, error) {
+		if !rep.OK || n >= head.count {
 			return nil, false, nil
-		}, func([]byte) error { return nil })
-	})
+		}
+		n++
+		lastID = bytes.Clone(k)
+		id := formatID(k)
+		if id == "" {
+			rep.fail(site, hex.EncodeToString(k), "key is not a record id")
+			return nil, false, nil
+		}
+		r, err := decodeRecord(site, k, v)
+		if err != nil {
+			rep.fail(site, id, "cannot decode: "+err.Error())
+			return nil, false, nil
+		}
+		if reason := s.checkRecord(r, prev, live); reason != "" {
+			rep.fail(site, id, reason)
+			return nil, false, nil
+		}
+		live = live || !r.Tombstone
+		prev = r.hash
+		return nil, false, nil
+	}, func([]byte) error { return nil })
+	if errors.Is(err, ErrCorrupt) {
+		where := "at its start"
+		if lastID != nil {
+			where = "after record " + formatID(lastID)
+		}
+		rep.fail(site, "", fmt.Sprintf("cannot read the chain %s: %v", where, err))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
