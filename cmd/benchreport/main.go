@@ -77,7 +77,7 @@ type sizes struct{ raw, gz, br int }
 
 type report struct {
 	results map[string]map[string]float64 // benchmark name -> unit -> value
-	raw     []string                       // go test output lines
+	raw     []string                      // go test output lines
 	ours    sizes
 	peerSz  []sizes
 	cold    []time.Duration
