@@ -212,8 +212,11 @@ func denyAdPurposes(site store.Site, choices map[string]bool) map[string]bool {
 		out[k] = v
 	}
 	for _, p := range site.Purposes {
+		if p.Required || p.RequiredForSignup { // GPC never blocks a signup the visitor asks for
+			continue
+		}
 		for _, t := range p.ConsentMode {
-			if strings.HasPrefix(t, "ad_") && !p.Required {
+			if strings.HasPrefix(t, "ad_") {
 				out[p.ID] = false
 			}
 		}

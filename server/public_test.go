@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -361,5 +362,34 @@ func TestHealthAndKeys(t *testing.T) {
 	ts.st.Close()
 	if r := ts.do(http.MethodGet, "/healthz", nil, nil); r.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("healthz with a closed ledger: %d", r.StatusCode)
+	}
+}
+
+// A CDN's country header counts only when configured and only from a
+// trusted proxy; garbage in it is ignored.
+func TestCountryHeader(t *testing.T) {
+	trusted := &Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, CountryHeader: "CF-IPCountry"}
+	untrusted := &Config{CountryHeader: "CF-IPCountry"}
+	tests := []struct {
+		name            string
+		cfg             *Config
+		header, xff     string
+		country, source string
+	}{
+		{"trusted peer", trusted, "fr", ipUS, "FR", "header"},
+		{"garbage falls back to the lookup", trusted, "France", ipUS, "US", "geoip"},
+		{"Tor's XX is not a country", trusted, "XX", ipUS, "US", "geoip"},
+		{"untrusted peer is ignored", untrusted, "US", ipUS, "", "unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestServer(t, tt.cfg)
+			resp := ts.do(http.MethodGet, "/v1/sites/shop/decision", nil, map[string]string{"CF-IPCountry": tt.header, "X-Forwarded-For": tt.xff})
+			var d struct{ Country, Source string }
+			json.Unmarshal(resp.body, &d)
+			if d.Country != tt.country || d.Source != tt.source {
+				t.Errorf("got %s/%s, want %s/%s", d.Country, d.Source, tt.country, tt.source)
+			}
+		})
 	}
 }
