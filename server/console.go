@@ -1,31 +1,73 @@
 package server
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
 	"net/http"
+	"sync"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/assent/assent/build"
+	"github.com/assent/assent/server/console"
 )
 
-// The admin console page. It needs no token to load; it asks for one and
-// sends it in the Authorization header of its own API calls.
-const consolePage = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Assent admin</title></head><body>
-<main><h1>Assent admin</h1>
-<form id="login"><label>Admin token <input name="token" type="password" autocomplete="off" required></label> <button>Sign in</button></form>
-<pre id="out"></pre></main>
-<script src="/admin/console.js"></script></body></html>`
+// consoleCSP allows the console's own script only: no inline script, no
+// eval, requests to this server alone, and no framing of the console. Inline
+// styles are allowed because the widget preview (a srcdoc iframe, which
+// inherits this policy) renders its own <style> in its shadow root.
+const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
+	"connect-src 'self'; img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-const consoleScript = `document.getElementById('login').addEventListener('submit',async e=>{e.preventDefault();
-const t=new FormData(e.target).get('token');sessionStorage.setItem('assent-token',t);
-const r=await fetch('/v1/admin/sites',{headers:{Authorization:'Bearer '+t}});
-document.getElementById('out').textContent=JSON.stringify(await r.json(),null,2)})`
+// consoleAssets are the admin console's page and script, built once from
+// the embedded sources the first time the console is asked for.
+type consoleAssets struct {
+	page, js []byte
+	etag     string
+}
+
+var buildConsole = sync.OnceValues(func() (*consoleAssets, error) { return buildConsoleAssets(console.FS) })
+
+// buildConsoleAssets builds the console from fsys (server/console): the
+// stylesheet goes inline into the page, the TypeScript is bundled by esbuild.
+func buildConsoleAssets(fsys fs.FS) (*consoleAssets, error) {
+	page, err := fs.ReadFile(fsys, "index.html")
+	if err != nil {
+		return nil, fmt.Errorf("build console: %w", err)
+	}
+	css, err := fs.ReadFile(fsys, "console.css")
+	if err != nil {
+		return nil, fmt.Errorf("build console: %w", err)
+	}
+	if !bytes.Contains(page, []byte("/*CSS*/")) {
+		return nil, fmt.Errorf("build console: index.html has no /*CSS*/ place for the stylesheet")
+	}
+	b, err := build.Script(fsys, "src/main.ts", nil)
+	if err != nil {
+		return nil, err
+	}
+	page = bytes.Replace(page, []byte("/*CSS*/"), css, 1)
+	sum := sha256.Sum256(b.JS)
+	return &consoleAssets{page: page, js: b.JS, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}, nil
+}
 
 func (s *Server) handleConsole(c echo.Context) error {
-	c.Response().Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-src 'self'")
-	return c.HTML(http.StatusOK, consolePage)
+	a, err := buildConsole()
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Content-Security-Policy", consoleCSP)
+	return c.HTMLBlob(http.StatusOK, a.page)
 }
 
 func (s *Server) handleConsoleScript(c echo.Context) error {
-	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", []byte(consoleScript))
+	a, err := buildConsole()
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("ETag", a.etag)
+	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", a.js)
 }

@@ -120,9 +120,10 @@ export function init() {
 
 export function show() {
   const id = state.site ? state.site.id : ''
-  if (shownFor === id) return
-  shownFor = id
-  cursors = ['']
-  fillPurposes()
+  if (shownFor !== id) {
+    shownFor = id
+    cursors = ['']
+    fillPurposes()
+  }
   load()
 }
