@@ -310,9 +310,9 @@ func TestExportFilters(t *testing.T) {
 func TestExportFileNameNamesSiteAndPeriod(t *testing.T) {
 	ts := newTestServer(t, nil)
 	for query, want := range map[string]string{
-		"from=2026-01-01&to=2026-02-01":   "assent-shop-consents-20260101-20260201.csv",
-		"from=2026-01-01":                 "assent-shop-consents-20260101-now.csv",
-		"to=2026-02-01&format=xlsx":       "assent-shop-consents-start-20260201.xlsx",
+		"from=2026-01-01&to=2026-02-01":    "assent-shop-consents-20260101-20260201.csv",
+		"from=2026-01-01":                  "assent-shop-consents-20260101-now.csv",
+		"to=2026-02-01&format=xlsx":        "assent-shop-consents-start-20260201.xlsx",
 		"from=2026-01-01T10:00:00%2B02:00": "assent-shop-consents-20260101-now.csv",
 	} {
 		resp := ts.admin(http.MethodGet, "/v1/admin/sites/shop/consents?"+query, nil)

@@ -308,12 +308,12 @@ func contains(list []string, s string) bool {
 // Summary is the consents export's format=summary: counts for the
 // console's charts, in memory bounded by days, purposes and countries.
 type Summary struct {
-	Records   int              `json:"records"`
-	Days      []DayCount       `json:"days"`
-	Purposes  []RateCount      `json:"purposes"`
-	Countries []RateCount      `json:"countries"`
-	Events    map[string]int   `json:"events"`
-	Regimes   map[string]int   `json:"regimes"`
+	Records   int            `json:"records"`
+	Days      []DayCount     `json:"days"`
+	Purposes  []RateCount    `json:"purposes"`
+	Countries []RateCount    `json:"countries"`
+	Events    map[string]int `json:"events"`
+	Regimes   map[string]int `json:"regimes"`
 	byDay     map[string]*DayCount
 	byPurpose map[string]*RateCount
 	byCountry map[string]*RateCount
