@@ -9,7 +9,7 @@ import { cmDefault, cmUpdate } from './consentmode'
 import { D, decide, optIn, tt } from './decision'
 import { box, btn, mount, root } from './dom'
 import { gate } from './gating'
-import { M, save } from './prefs'
+import { fresh, M, save } from './prefs'
 import { body, signupView, submit } from './signup'
 
 // The view on screen: '' none, b first layer, p settings, r receipt, s signup.
@@ -59,7 +59,7 @@ const idle = () => {
 // A choice takes effect at once; the record follows, and is remembered only
 // once the server has stored it.
 const choose = (ch: Choices, source = V == 'b' ? 'banner' : 'preferences') => {
-  Object.assign(M, { ch, v: C.policy_version, rg: D.regime, id: '', at: '', rc: '' })
+  Object.assign(M, { ch, v: D.policy_version || C.policy_version, rg: D.regime, id: '', at: '', rc: '' })
   ;(V == 'b' || V == 'p') && close(idle)
   apply()
   return call('/consents', body(ch, source))
@@ -89,7 +89,8 @@ const trigger = () => (V == 'b' ? (pending = 1) : V || M.su || open('signup'))
 // Consent Mode's default goes out before anything else can run; a remembered
 // choice takes effect without waiting for the server.
 cmDefault()
-if (M.ch) apply()
+const early = fresh(C.policy_version)
+if (early) apply()
 
 ;(window as any).assent = {
   get,
@@ -114,7 +115,10 @@ decide().then(
       })
       root.addEventListener('submit', e => (e.preventDefault(), submit(e.target as HTMLFormElement)))
       keys(() => act('close', box))
-      M.ch || apply(+!optIn())
+      if (!fresh(D.policy_version)) delete M.ch
+      // Consent Mode needs an update unless the state is still the default
+      // one: opt-in, no choice, and nothing granted early.
+      if (!early || !M.ch) apply(+(early || !!M.ch || !optIn()))
       idle()
       const t = C.signup_triggers || {}
       if (hasSignup) {

@@ -30,12 +30,12 @@ export const save = () => {
   } catch (e) {} // storage off: the visitor is asked again next time
 }
 
-// A choice expires deny_days after a refusal and grant_days after any consent,
-// and lapses when the site's policy version changes.
+// A choice lapses deny_days after a refusal and grant_days after any consent,
+// and when the site's policy version changes. The version is checked twice:
+// against the config in the (cacheable) script at once, and against the
+// decision, which is never cached, when it arrives.
 const ex = C.expiry || {}
-if (
-  !M.ch ||
-  M.v != C.policy_version ||
-  !(Date.now() < Date.parse(M.at || '') + 864e5 * (Object.keys(M.ch).some(k => M.ch![k]) ? ex.grant_days || 365 : ex.deny_days || 182))
-)
-  delete M.ch
+export const fresh = (version: string) =>
+  !!M.ch &&
+  M.v == version &&
+  Date.now() < Date.parse(M.at || '') + 864e5 * (Object.keys(M.ch).some(k => M.ch![k]) ? ex.grant_days || 365 : ex.deny_days || 182)
