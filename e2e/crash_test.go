@@ -39,6 +39,13 @@ func startBinary(t *testing.T, bin, data string, extra ...string) (*exec.Cmd, st
 	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--geoip", geoDB(t), "--rate-limit", "0", "--log-level", "warn"}, extra...)
 	cmd := exec.Command(bin, args...)
+	return cmd, startCmd(t, cmd)
+}
+
+// startCmd starts a prepared `assent serve` and returns its base URL once
+// it listens.
+func startCmd(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -56,12 +63,12 @@ func startBinary(t *testing.T, bin, data string, extra ...string) (*exec.Cmd, st
 	}()
 	select {
 	case u := <-urls:
-		return cmd, u
+		return u
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		t.Fatalf("server did not start: %s", stderr.String())
 	}
-	return nil, ""
+	return ""
 }
 
 // Killing the server with SIGKILL at a random moment under load loses no
