@@ -1,0 +1,234 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestSiteValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Site)
+		field  string // "" for valid
+	}{
+		{"valid", func(*Site) {}, ""},
+		{"valid minimal", func(s *Site) { *s = Site{ID: "a", Purposes: []Purpose{{ID: "x"}}} }, ""},
+		{"valid theme", func(s *Site) { s.Theme = Theme{Scheme: "dark", Position: "modal", Brand: "#0B57d0", Radius: "0.5rem"} }, ""},
+		{"valid short brand, zero radius", func(s *Site) { s.Theme = Theme{Brand: "#fff", Radius: "0"} }, ""},
+		{"valid origins with port", func(s *Site) { s.Origins = []string{"http://localhost:8080", "https://shop.example"} }, ""},
+		{"valid texts", func(s *Site) {
+			s.Texts = map[string]json.RawMessage{"de": json.RawMessage(`{"title":"Hallo","purposes":{"analytics":{"label":"Statistik"}}}`), "pt-BR": json.RawMessage(`{}`)}
+		}, ""},
+		{"valid countries", func(s *Site) { s.OptInCountries = []string{"DE", "GB"} }, ""},
+		{"id upper case", func(s *Site) { s.ID = "Shop" }, "id"},
+		{"id empty", func(s *Site) { s.ID = "" }, "id"},
+		{"id starts with dash", func(s *Site) { s.ID = "-shop" }, "id"},
+		{"id too long", func(s *Site) { s.ID = string(make([]byte, 64)) }, "id"},
+		{"no purposes", func(s *Site) { s.Purposes = nil }, "purposes"},
+		{"duplicate purpose", func(s *Site) { s.Purposes = append(s.Purposes, Purpose{ID: "analytics"}) }, "purposes[4].id"},
+		{"bad purpose id", func(s *Site) { s.Purposes[1].ID = "Ana lytics" }, "purposes[1].id"},
+		{"unknown consent mode type", func(s *Site) { s.Purposes[1].ConsentMode = []string{"ads"} }, "purposes[1].consent_mode[0]"},
+		{"origin with path", func(s *Site) { s.Origins = []string{"https://shop.example/cart"} }, "origins[0]"},
+		{"origin with trailing slash", func(s *Site) { s.Origins = []string{"https://shop.example/"} }, "origins[0]"},
+		{"origin ftp", func(s *Site) { s.Origins = []string{"ftp://shop.example"} }, "origins[0]"},
+		{"origin without scheme", func(s *Site) { s.Origins = []string{"shop.example"} }, "origins[0]"},
+		{"origin bad port", func(s *Site) { s.Origins = []string{"https://shop.example:99999"} }, "origins[0]"},
+		{"origin upper case", func(s *Site) { s.Origins = []string{"https://Shop.example"} }, "origins[0]"},
+		{"origin with user", func(s *Site) { s.Origins = []string{"https://a@shop.example"} }, "origins[0]"},
+		{"unknown mode", func(s *Site) { s.Modes = []string{"banner", "popup"} }, "modes[1]"},
+		{"bad scheme", func(s *Site) { s.Theme.Scheme = "sepia" }, "theme.scheme"},
+		{"bad position", func(s *Site) { s.Theme.Position = "top" }, "theme.position"},
+		{"bad brand", func(s *Site) { s.Theme.Brand = "blue" }, "theme.brand"},
+		{"brand four digits", func(s *Site) { s.Theme.Brand = "#abcd" }, "theme.brand"},
+		{"bad radius", func(s *Site) { s.Theme.Radius = "8" }, "theme.radius"},
+		{"radius injection", func(s *Site) { s.Theme.Radius = "8px;color:red" }, "theme.radius"},
+		{"lower-case country", func(s *Site) { s.OptInCountries = []string{"de"} }, "opt_in_countries[0]"},
+		{"EU is not a country", func(s *Site) { s.OptInCountries = []string{"DE", "EUR"} }, "opt_in_countries[1]"},
+		{"texts name unknown purpose", func(s *Site) {
+			s.Texts = map[string]json.RawMessage{"en": json.RawMessage(`{"purposes":{"tracking":{}}}`)}
+		}, "texts.en.purposes.tracking"},
+		{"texts not an object", func(s *Site) { s.Texts = map[string]json.RawMessage{"en": json.RawMessage(`"hi"`)} }, "texts.en"},
+		{"texts bad language", func(s *Site) { s.Texts = map[string]json.RawMessage{"English": json.RawMessage(`{}`)} }, "texts.English"},
+		{"negative retention", func(s *Site) { s.RetentionDays = -1 }, "retention_days"},
+		{"negative expiry", func(s *Site) { s.Expiry.DenyDays = -1 }, "expiry"},
+		{"negative trigger", func(s *Site) { s.SignupTriggers.AfterSeconds = -5 }, "signup_triggers.after_seconds"},
+		{"policy version with space", func(s *Site) { s.PolicyVersion = "v 2" }, "policy_version"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := testSite("shop")
+			tt.change(&s)
+			err := s.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("valid site refused: %v", err)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate = %v, want a *ValidationError for %s", err, tt.field)
+			}
+			if ve.Field != tt.field || ve.Code != "invalid_field" || ve.Message == "" {
+				t.Fatalf("ValidationError %+v, want field %q", ve, tt.field)
+			}
+		})
+	}
+}
+
+func TestResolve(t *testing.T) {
+	site := testSite("shop")
+	tests := []struct {
+		name    string
+		choices map[string]bool
+		signup  bool
+		want    map[string]string
+		event   string
+	}{
+		{"accept all banner", map[string]bool{"analytics": true, "marketing": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted", "newsletter": "denied"}, "grant"},
+		{"reject all banner", map[string]bool{"analytics": false, "marketing": false}, false,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+		{"nothing sent is a refusal", map[string]bool{}, false,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+		{"partial", map[string]bool{"analytics": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied", "newsletter": "denied"}, "partial"},
+		{"required cannot be refused", map[string]bool{"necessary": false, "analytics": true, "marketing": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted", "newsletter": "denied"}, "grant"},
+		{"banner ignores signup purposes", map[string]bool{"newsletter": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+		{"signup", map[string]bool{"newsletter": true}, true,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "granted"}, "grant"},
+		{"signup with banner purpose sent along", map[string]bool{"newsletter": true, "marketing": false}, true,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "granted"}, "partial"},
+		{"signup refused", map[string]bool{"newsletter": false}, true,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, event, err := site.Resolve(tt.choices, tt.signup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) || event != tt.event {
+				t.Fatalf("Resolve = %v %q, want %v %q", got, event, tt.want, tt.event)
+			}
+		})
+	}
+	_, _, err := site.Resolve(map[string]bool{"analytics": true, "tracking": true}, false)
+	var up *UnknownPurposeError
+	if !errors.As(err, &up) || up.ID != "tracking" {
+		t.Fatalf("unknown purpose: %v", err)
+	}
+	only := Site{ID: "x", Purposes: []Purpose{{ID: "necessary", Required: true}}}
+	if _, event, _ := only.Resolve(nil, false); event != "grant" {
+		t.Errorf("a site with only required purposes: event %q, want grant", event)
+	}
+}
+
+func TestSiteCreateAndPut(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s := newTestStore(t, Options{Now: clock.Now})
+	site := testSite("news")
+	site.Modes = nil
+	created, err := s.CreateSite(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.PolicyVersion != "1" || !reflect.DeepEqual(created.Modes, []string{"banner"}) || created.CreatedAt.IsZero() {
+		t.Fatalf("created %+v", created)
+	}
+	if _, err := s.CreateSite(site); !errors.Is(err, ErrSiteExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	bad := testSite("bad")
+	bad.Theme.Brand = "red"
+	if _, err := s.CreateSite(bad); err == nil {
+		t.Fatal("invalid site stored")
+	}
+	if _, err := s.Site("bad"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Site(bad): %v", err)
+	}
+
+	tests := []struct {
+		name    string
+		change  func(*Site)
+		version string
+	}{
+		{"name only keeps the version", func(s *Site) { s.Name = "News" }, "1"},
+		{"origins only keep the version", func(s *Site) { s.Origins = append(s.Origins, "https://www.news.example") }, "1"},
+		{"a new purpose bumps it", func(s *Site) { s.Purposes = append(s.Purposes, Purpose{ID: "social"}) }, "2"},
+		{"new texts bump it", func(s *Site) { s.Texts = map[string]json.RawMessage{"en": json.RawMessage(`{"title":"Cookies"}`)} }, "3"},
+		{"same texts spaced differently do not", func(s *Site) { s.Texts = map[string]json.RawMessage{"en": json.RawMessage(`{ "title" : "Cookies" }`)} }, "3"},
+		{"the admin's own version wins", func(s *Site) { s.PolicyVersion = "2026-q4"; s.Purposes = s.Purposes[:4] }, "2026-q4"},
+		{"a change after an opaque version gets a new opaque one", func(s *Site) { s.Purposes[1].Required = true }, "opaque"},
+	}
+	cur := created
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := cur
+			next.Purposes = append([]Purpose(nil), cur.Purposes...)
+			if tt.version != "2026-q4" {
+				next.PolicyVersion = ""
+			}
+			tt.change(&next)
+			clock.Add(1)
+			got, err := s.PutSite(next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.version == "opaque":
+				if got.PolicyVersion == cur.PolicyVersion || got.PolicyVersion == "" {
+					t.Errorf("policy_version %q after %q", got.PolicyVersion, cur.PolicyVersion)
+				}
+			case got.PolicyVersion != tt.version:
+				t.Errorf("policy_version %q, want %q", got.PolicyVersion, tt.version)
+			}
+			if !got.CreatedAt.Equal(created.CreatedAt) || !got.UpdatedAt.After(cur.UpdatedAt) {
+				t.Errorf("times %v %v", got.CreatedAt, got.UpdatedAt)
+			}
+			stored, _ := s.Site("news")
+			if !reflect.DeepEqual(normTexts(stored.Texts), normTexts(got.Texts)) || stored.PolicyVersion != got.PolicyVersion {
+				t.Errorf("stored %+v, returned %+v", stored, got)
+			}
+			cur = got
+		})
+	}
+	if _, err := s.PutSite(testSite("gone")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("PutSite of an unknown site: %v", err)
+	}
+	sites, err := s.Sites()
+	if err != nil || len(sites) != 3 || sites[0].ID != "blog" || sites[1].ID != "news" {
+		t.Fatalf("Sites = %v, %v", sites, err)
+	}
+}
+
+func TestNotices(t *testing.T) {
+	s := newTestStore(t)
+	texts := []byte(`{"title":"Wir verwenden Cookies","purposes":{"analytics":{"label":"Statistik"}}}`)
+	h, err := s.PutNotice(texts)
+	sum := sha256.Sum256(texts)
+	if err != nil || h != "sha256:"+hex.EncodeToString(sum[:]) {
+		t.Fatalf("PutNotice = %q, %v", h, err)
+	}
+	again, _ := s.PutNotice(append([]byte(nil), texts...))
+	if again != h {
+		t.Fatal("same texts, different hash")
+	}
+	got, err := s.Notice(h)
+	if err != nil || string(got) != string(texts) {
+		t.Fatalf("Notice = %q, %v", got, err)
+	}
+	other := sha256.Sum256([]byte("other"))
+	for _, bad := range []string{"sha256:00", "md5:" + h[7:], "sha256:" + hex.EncodeToString(other[:])} {
+		if _, err := s.Notice(bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Notice(%q): %v", bad, err)
+		}
+	}
+}
