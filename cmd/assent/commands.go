@@ -156,7 +156,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	default:
 		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(f, verb == "create")
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("%s: not a site config: %v", f.str("file"), err)
 		}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(f, verb == "create")
 	if err != nil {
 		return err
 	}

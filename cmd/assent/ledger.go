@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,7 +24,11 @@ type ledger struct {
 	remote *apiClient
 }
 
-func openLedger(f *flags, readOnly bool) (*ledger, error) {
+// openLedger opens the ledger for a command. Only create makes a new,
+// empty ledger (token create and site create, to set up before the first
+// start); every other command refuses a folder without one, so a typo in
+// --data is an error, not a fresh empty ledger.
+func openLedger(f *flags, create bool) (*ledger, error) {
 	if u := f.str("server"); u != "" {
 		tok := os.Getenv("ASSENT_TOKEN")
 		if tok == "" {
@@ -36,8 +41,8 @@ func openLedger(f *flags, readOnly bool) (*ledger, error) {
 		return &ledger{remote: &apiClient{base: strings.TrimSuffix(u, "/"), token: tok, http: &http.Client{Timeout: 10 * time.Minute}}}, nil
 	}
 	dir := f.str("data")
-	if !readOnly || fileExists(dir+"/assent.db") {
-		st, err := openStore(dir, readOnly)
+	if create || fileExists(filepath.Join(dir, "assent.db")) {
+		st, err := openStore(dir, false)
 		if err != nil {
 			return nil, err
 		}
@@ -168,6 +173,10 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			q.Set(n, v)
 		}
 	}
+	sq, err := server.ParseQuery(q)
+	if err != nil {
+		return usageError{err.Error()}
+	}
 	l, err := openLedger(f, false)
 	if err != nil {
 		return err
@@ -190,11 +199,6 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		done(false)
 		return fmt.Errorf("site %q: %w", f.str("site"), err)
-	}
-	sq, err := server.ParseQuery(q)
-	if err != nil {
-		done(false)
-		return usageError{err.Error()}
 	}
 	err = server.WriteRecords(w, f.str("format"), site, func(fn func(store.Record) error) error {
 		return l.st.Records(site.ID, sq, fn)

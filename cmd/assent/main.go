@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "assent: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "assent: unknown command %q (see assent --help)\n", args[0])
 		return 2
 	}
 	err := cmd(ctx, args[1:], stdout, stderr)
