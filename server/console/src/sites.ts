@@ -23,7 +23,7 @@ function editable(site: Site) {
 function renderList() {
   table(
     $<HTMLTableElement>('sites-table'),
-    ['Id', 'Name', 'Policy version', 'Origins', 'Purposes', ''],
+    ['Id', 'Name', 'Policy version', 'Origins', 'Purposes', 'Edit'],
     state.sites.map(s => {
       const edit = h('button', { type: 'button', class: 'quiet', 'aria-label': 'Edit ' + s.id }, 'Edit')
       edit.addEventListener('click', () => {
