@@ -66,7 +66,7 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		}
 		src = osDirFS(dir)
 	}
-	b, err := newBundles(src, cfg.Dev)
+	b, err := newBundles(src, cfg.Dev, log)
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +167,7 @@ func (s *Server) decide(c echo.Context, site store.Site) decision {
 type bundles struct {
 	src fs.FS
 	dev bool
+	log *slog.Logger
 
 	mu      sync.Mutex
 	w       build.Bundle
@@ -174,12 +175,12 @@ type bundles struct {
 	perSite map[string]*servedScript
 }
 
-func newBundles(src fs.FS, dev bool) (*bundles, error) {
+func newBundles(src fs.FS, dev bool, log *slog.Logger) (*bundles, error) {
 	w, err := build.Widget(src)
 	if err != nil {
 		return nil, err
 	}
-	b := &bundles{src: src, dev: dev, w: w, perSite: map[string]*servedScript{}}
+	b := &bundles{src: src, dev: dev, log: log, w: w, perSite: map[string]*servedScript{}}
 	if dev {
 		b.stamp = modStamp(src)
 	}
@@ -194,7 +195,7 @@ func (b *bundles) widget() build.Bundle {
 			if w, err := build.Widget(b.src); err == nil {
 				b.w, b.stamp, b.perSite = w, st, map[string]*servedScript{}
 			} else {
-				slog.Error("dev rebuild failed; serving the previous build", "err", err.Error())
+				b.log.Error("dev rebuild failed; serving the previous build", "err", err.Error())
 				b.stamp = st
 			}
 		}
