@@ -44,6 +44,13 @@ func widgetSite(id string) store.Site {
 	}
 }
 
+// positioned creates a site of its own with the banner at pos.
+func (e *env) positioned(pos string) store.Site {
+	s := widgetSite("shop-" + pos)
+	s.Theme.Position = pos
+	return e.site(s)
+}
+
 // builtinTexts reads the widget's built-in texts for lang, so assertions
 // name what the visitor reads without copying it here.
 func builtinTexts(t *testing.T, lang string) map[string]any {
@@ -253,9 +260,7 @@ func TestWidgetKeyboardNonModalPositions(t *testing.T) {
 	e.setVisitor(ipGermany)
 	ctx := browser(t)
 	for _, pos := range []string{"bar-bottom", "box-left", "box-right"} {
-		s := widgetSite("shop-" + pos)
-		s.Theme.Position = pos
-		e.site(s)
+		s := e.positioned(pos)
 		do(t, ctx, chromedp.Navigate(e.host.page("/"+pos, e.embed(s.ID, "en", `<a href="#shop" id="shop">Shop</a>`))))
 		dialogShown(t, ctx)
 		if f := focused(t, ctx); f != "dialog" {
@@ -821,9 +826,7 @@ func TestWidgetNoLayoutShift(t *testing.T) {
 	e.setVisitor(ipGermany)
 	ctx := browser(t)
 	for _, pos := range []string{"bar-bottom", "box-left", "modal"} {
-		s := widgetSite("shop-" + pos)
-		s.Theme.Position = pos
-		e.site(s)
+		s := e.positioned(pos)
 		page := e.host.page("/"+pos, strings.Replace(e.embed(s.ID, "en", body), "</head>", head+"</head>", 1))
 		do(t, ctx, chromedp.Navigate(page))
 		dialogShown(t, ctx)
@@ -838,4 +841,61 @@ func TestWidgetNoLayoutShift(t *testing.T) {
 			t.Errorf("%s: the page saw layout shifts %v", pos, got)
 		}
 	}
+}
+
+// Automatic signup triggers: a timer that fires while the cookie banner is up
+// waits for it to be answered; a dismissed popup does not come back by
+// itself; exit intent opens it; the site's own button always does.
+func TestWidgetSignupTriggers(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	s := widgetSite("shop")
+	s.SignupTriggers = store.SignupTriggers{AfterSeconds: 1, ExitIntent: true}
+	e.site(s)
+	page := e.host.page("/", e.embed("shop", "en", `<button type="button" id="join" onclick="assent.open('signup')">Join</button>`))
+	en := builtinTexts(t, "en")
+	e.setVisitor(ipGermany)
+	ctx := browser(t)
+	heading := func() string {
+		return js[string](t, ctx, `(d => d ? d.querySelector('h2').textContent : '')(document.querySelector('#assent') && `+root+`.querySelector('[role=dialog]'))`)
+	}
+	do(t, ctx, chromedp.Navigate(page))
+	dialogShown(t, ctx)
+	time.Sleep(1500 * time.Millisecond)
+	if got := heading(); got != txt(en, "title") {
+		t.Fatalf("1.5 s in, with the banner unanswered, the dialog is %q, want still the banner", got)
+	}
+	press(t, ctx, "\x1b", false)
+	until(t, ctx, "the signup popup after the banner", `(d => d && d.querySelector('input[name=email]'))(`+root+`.querySelector('[role=dialog]'))`)
+	press(t, ctx, "\x1b", false) // not now
+	until(t, ctx, "the popup closed", `!`+root+`.querySelector('[role=dialog]')`)
+
+	do(t, ctx, chromedp.Reload())
+	until(t, ctx, "the settings control", `document.querySelector('#assent') && `+root+`.querySelector('.ps')`)
+	time.Sleep(1500 * time.Millisecond)
+	if got := heading(); got != "" {
+		t.Errorf("the dismissed popup came back by itself: %q", got)
+	}
+	do(t, ctx, chromedp.Click(chromedp.JSPath(`document.getElementById('join')`)))
+	if got := heading(); got != txt(en, "signup", "title") {
+		t.Errorf("the site's button opened %q, want the signup popup", got)
+	}
+	press(t, ctx, "\x1b", false)
+
+	// A new visitor who answers the banner, then heads for the tab bar.
+	ctx2 := browser(t)
+	s2 := widgetSite("shop-exit")
+	s2.SignupTriggers.ExitIntent = true
+	e.site(s2)
+	do(t, ctx2, chromedp.Navigate(e.host.page("/exit", e.embed(s2.ID, "en", ""))))
+	dialogShown(t, ctx2)
+	click(t, ctx2, `[data-assent-action="reject-all"]`)
+	until(t, ctx2, "the banner closed", `!`+root+`.querySelector('[role=dialog]')`)
+	// The pointer goes up to the top edge; input emulation cannot take it out
+	// of the page, so the last step is the event the browser fires then.
+	do(t, ctx2,
+		chromedp.MouseEvent(chromedp.MouseMoved, 400, 300),
+		chromedp.MouseEvent(chromedp.MouseMoved, 400, 2),
+		chromedp.Evaluate[chromedp.Void](`document.documentElement.dispatchEvent(new MouseEvent('mouseout', {bubbles: true, clientX: 400, clientY: -1, relatedTarget: null}))`),
+	)
+	until(t, ctx2, "the signup popup on exit intent", `(d => d && d.querySelector('input[name=email]'))(`+root+`.querySelector('[role=dialog]'))`)
 }
