@@ -452,6 +452,7 @@ func TestWidgetGatesScriptsAndIframes(t *testing.T) {
 	}
 
 	// Next page view: the remembered choice runs everything in document order.
+	until(t, ctx, "the choice remembered", `(c => c && c.id && c.choices.marketing)(assent.get())`)
 	do(t, ctx, chromedp.Reload())
 	until(t, ctx, "every gated script", `window.ran && window.ran.length == 3`)
 	if got := js[[]string](t, ctx, `window.ran`); strings.Join(got, ",") != "a-src,a-inline,m-inline" {
@@ -868,6 +869,8 @@ func TestWidgetSignupTriggers(t *testing.T) {
 	until(t, ctx, "the signup popup after the banner", `(d => d && d.querySelector('input[name=email]'))(`+root+`.querySelector('[role=dialog]'))`)
 	press(t, ctx, "\x1b", false) // not now
 	until(t, ctx, "the popup closed", `!`+root+`.querySelector('[role=dialog]')`)
+	e.waitRecords("shop", 1)
+	until(t, ctx, "the refusal remembered", `assent.get() && assent.get().id`)
 
 	do(t, ctx, chromedp.Reload())
 	until(t, ctx, "the settings control", `document.querySelector('#assent') && `+root+`.querySelector('.ps')`)
