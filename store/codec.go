@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -138,26 +140,47 @@ func personalValues(r *Record) []string {
 	return []string{r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent}
 }
 
-// digest is HMAC-SHA256(key, field || 0 || value); the field name keeps equal
-// values in different fields from having equal digests. An empty value has no
-// digest.
-func digest(key []byte, field, value string) []byte {
+// digester makes keyed digests: HMAC-SHA256(key, field || 0 || value). The
+// field name keeps equal values in different fields from having equal
+// digests. An empty value has no digest. It pools its HMAC states, which
+// keep the key's padded blocks, so a digest costs two SHA-256 blocks and no
+// set-up.
+type digester struct{ pool sync.Pool }
+
+type hmacState struct {
+	mac hash.Hash
+	buf []byte
+}
+
+func newDigester(key []byte) *digester {
+	d := &digester{}
+	d.pool.New = func() any { return &hmacState{mac: hmac.New(sha256.New, key)} }
+	return d
+}
+
+// sum appends the digest to dst, or returns nil for an empty value.
+func (d *digester) sum(dst []byte, field, value string) []byte {
 	if value == "" {
 		return nil
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(field))
-	m.Write([]byte{0})
-	m.Write([]byte(value))
-	return m.Sum(nil)
+	st := d.pool.Get().(*hmacState)
+	st.buf = append(append(append(st.buf[:0], field...), 0), value...)
+	st.mac.Reset()
+	st.mac.Write(st.buf)
+	dst = st.mac.Sum(dst)
+	d.pool.Put(st)
+	return dst
 }
 
-func computeDigests(key []byte, r *Record) digests {
-	var d digests
-	for i, p := range d.list() {
-		*p = digest(key, personal[i], personalValues(r)[i])
+func (d *digester) digests(r *Record) digests {
+	var ds digests
+	buf := make([]byte, 0, len(personal)*sha256.Size)
+	for i, p := range ds.list() {
+		if sum := d.sum(buf, personal[i], personalValues(r)[i]); sum != nil {
+			*p, buf = sum[len(buf):len(sum):len(sum)], sum
+		}
 	}
-	return d
+	return ds
 }
 
 // Stored record layout (one bbolt value; the key is the id, the bucket the
@@ -196,12 +219,17 @@ func appendString(b []byte, v string) []byte {
 }
 
 func encodeRecord(r *storedRecord) []byte {
-	var flags byte
+	return appendTail(encodeBody(r), r.prevHash, r.hash)
+}
+
+// encodeBody encodes all of a record but its prev_hash and hash, which come
+// last so that the writer can add them to a body prepared beforehand.
+func encodeBody(r *storedRecord) []byte {
+	tail := 2 + 2*sha256.Size
 	if r.Tombstone {
-		b := make([]byte, 0, 2+2+2*sha256.Size)
-		b = append(b, codecVersion, flagTombstone)
-		return appendBytes(appendBytes(b, r.prevHash), r.hash)
+		return append(make([]byte, 0, 2+tail), codecVersion, flagTombstone)
 	}
+	var flags byte
 	if r.Erased {
 		flags |= flagErased
 	}
@@ -211,7 +239,14 @@ func encodeRecord(r *storedRecord) []byte {
 	if r.DNT {
 		flags |= flagDNT
 	}
-	b := make([]byte, 0, 512)
+	size := 2 + len(personal)*(1+sha256.Size) + tail
+	for _, s := range r.strings() {
+		size += 2 + len(*s)
+	}
+	for k, v := range r.Choices {
+		size += 4 + len(k) + len(v)
+	}
+	b := make([]byte, 0, size)
 	b = append(b, codecVersion, flags)
 	for _, s := range r.strings() {
 		b = appendString(b, *s)
@@ -224,7 +259,11 @@ func encodeRecord(r *storedRecord) []byte {
 	for _, d := range r.digests.list() {
 		b = appendBytes(b, *d)
 	}
-	return appendBytes(appendBytes(b, r.prevHash), r.hash)
+	return b
+}
+
+func appendTail(body, prevHash, hash []byte) []byte {
+	return appendBytes(appendBytes(body, prevHash), hash)
 }
 
 // strings lists the record's string fields in stored order.
@@ -378,15 +417,38 @@ const canonicalFormat = "assent-record-1"
 // and prev_hash are lower-case hex, "" when the field (or the previous
 // record) is absent. hash = hex(SHA-256(canonical)).
 func canonical(r *storedRecord) []byte {
-	b := make([]byte, 0, 1024)
+	t := newTemplate(r)
+	return t.fill(make([]byte, 0, len(t.b)+160), r.ID, r.prevHash, r.RecordedAt)
+}
+
+func recordHash(r *storedRecord) []byte {
+	t := newTemplate(r)
+	return t.hash(r.ID, r.prevHash, r.RecordedAt)
+}
+
+// template is a record's canonical encoding with holes for the values that
+// depend on its place in the chain: id, prev_hash and recorded_at. Callers
+// of Append make it in their own goroutines; the one writer only fills the
+// holes and hashes.
+type template struct {
+	b                  []byte
+	idAt, prevAt, atAt int // offsets of the holes in b
+}
+
+func newTemplate(r *storedRecord) template {
+	t := template{b: make([]byte, 0, 1024)}
+	b := t.b
 	field := func(name string) {
 		if len(b) > 1 {
 			b = append(b, ',')
 		}
-		b = jcsString(b, name)
-		b = append(b, ':')
+		b = append(jcsString(b, name), ':')
 	}
 	str := func(name, v string) { field(name); b = jcsString(b, v) }
+	hexField := func(name string, v []byte) {
+		field(name)
+		b = append(hex.AppendEncode(append(b, '"'), v), '"')
+	}
 	boolean := func(name string, v bool) { field(name); b = strconv.AppendBool(b, v) }
 	b = append(b, '{')
 	str("basis", r.Basis)
@@ -402,40 +464,71 @@ func canonical(r *storedRecord) []byte {
 	b = append(b, '}')
 	str("country", r.Country)
 	boolean("dnt", r.DNT)
-	str("email_digest", hexOrEmpty(r.digests.email))
+	hexField("email_digest", r.digests.email)
 	str("event", r.Event)
 	str("format", canonicalFormat)
 	str("geo_db", r.GeoDB)
 	boolean("gpc", r.GPC)
-	str("id", r.ID)
-	str("ip_digest", hexOrEmpty(r.digests.ip))
+	field("id")
+	t.idAt = len(b)
+	hexField("ip_digest", r.digests.ip)
 	str("locale", r.Locale)
-	str("name_digest", hexOrEmpty(r.digests.name))
+	hexField("name_digest", r.digests.name)
 	str("notice_hash", r.NoticeHash)
 	str("notice_version", r.NoticeVersion)
 	str("page_url", r.PageURL)
-	str("prev_hash", hexOrEmpty(r.prevHash))
-	str("recorded_at", r.RecordedAt.UTC().Format("2006-01-02T15:04:05.000000000Z"))
+	field("prev_hash")
+	t.prevAt = len(b)
+	field("recorded_at")
+	t.atAt = len(b)
 	str("regime", r.Regime)
 	str("site", r.Site)
 	str("source", r.Source)
-	str("user_agent_digest", hexOrEmpty(r.digests.userAgent))
-	str("visitor_id_digest", hexOrEmpty(r.digests.visitorID))
+	hexField("user_agent_digest", r.digests.userAgent)
+	hexField("visitor_id_digest", r.digests.visitorID)
 	str("widget_build", r.WidgetBuild)
-	return append(b, '}')
+	t.b = append(b, '}')
+	return t
 }
 
-func recordHash(r *storedRecord) []byte {
-	h := sha256.Sum256(canonical(r))
+// fill appends the encoding with its holes filled to dst. The id is
+// Crockford base32, so it needs no escaping; recorded_at is RFC 3339 UTC
+// with exactly nine fractional digits.
+func (t *template) fill(dst []byte, id string, prev []byte, at time.Time) []byte {
+	dst = append(dst, t.b[:t.idAt]...)
+	dst = append(append(append(dst, '"'), id...), '"')
+	dst = append(dst, t.b[t.idAt:t.prevAt]...)
+	dst = append(hex.AppendEncode(append(dst, '"'), prev), '"')
+	dst = append(dst, t.b[t.prevAt:t.atAt]...)
+	dst = append(at.UTC().AppendFormat(append(dst, '"'), "2006-01-02T15:04:05.000000000Z"), '"')
+	return append(dst, t.b[t.atAt:]...)
+}
+
+var canonicalBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// hash is the SHA-256 of the filled encoding.
+func (t *template) hash(id string, prev []byte, at time.Time) []byte {
+	buf := canonicalBufs.Get().(*[]byte)
+	*buf = t.fill((*buf)[:0], id, prev, at)
+	h := sha256.Sum256(*buf)
+	canonicalBufs.Put(buf)
 	return h[:]
 }
 
 // jcsKeys sorts keys by their UTF-16 code units, as RFC 8785 §3.2.3 asks.
+// That is byte order unless a key has characters beyond U+FFFF.
 func jcsKeys(m map[string]string) []string {
 	keys := sortedKeys(m)
-	slices.SortFunc(keys, func(a, b string) int {
-		return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
-	})
+	for _, k := range keys {
+		for _, c := range k {
+			if c > 0xFFFF {
+				slices.SortFunc(keys, func(a, b string) int {
+					return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
+				})
+				return keys
+			}
+		}
+	}
 	return keys
 }
 

@@ -34,7 +34,7 @@ func goldenRecord() *storedRecord {
 		PageURL: "https://shop.example/cart?a=1&b=<2>\u2028", IP: "85.214.132.0",
 		UserAgent: "Mozilla/5.0 (X11)", GPC: true,
 	}}
-	r.digests = computeDigests(key, &r.Record)
+	r.digests = newDigester(key).digests(&r.Record)
 	r.prevHash = bytes.Repeat([]byte{0xab}, 32)
 	r.hash = recordHash(r)
 	r.PrevHash, r.Hash = hexOrEmpty(r.prevHash), hex.EncodeToString(r.hash)

@@ -141,7 +141,7 @@ func (s *Store) Records(site string, q Query, fn func(Record) error) error {
 // subjectDigest is the keyed digest of a normalised address: the subject
 // index and suppression key.
 func (s *Store) subjectDigest(email string) []byte {
-	return digest(s.digestKey, "email", NormalizeEmail(email))
+	return s.digester.sum(nil, "email", NormalizeEmail(email))
 }
 
 // subjectRecords reads every record the subject index links to a digest,

@@ -83,6 +83,8 @@ type appendReq struct {
 	ctx     context.Context
 	rec     storedRecord
 	subject []byte // email digest for the subject index; nil for none
+	tmpl    template
+	body    []byte // encodeBody(&rec)
 	done    chan appendResult
 }
 
@@ -129,7 +131,7 @@ func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *a
 	rec.ID, rec.RecordedAt, rec.PrevHash, rec.Hash, rec.Tombstone = "", time.Time{}, "", "", false
 	req := &appendReq{ctx: ctx, done: make(chan appendResult, 1)}
 	req.rec.Record = rec
-	req.rec.digests = computeDigests(s.digestKey, &rec)
+	req.rec.digests = s.digester.digests(&rec)
 	if rec.Erased {
 		// Only Unsubscribe appends erased records: the person was erased and
 		// is known by digest alone, so the record carries that digest and no
@@ -139,6 +141,8 @@ func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *a
 		req.rec.digests = digests{email: subject}
 	}
 	req.subject = req.rec.digests.email
+	req.tmpl = newTemplate(&req.rec)
+	req.body = encodeBody(&req.rec)
 	return req
 }
 
@@ -229,7 +233,7 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		if ns <= s.lastNs {
 			ns = s.lastNs + 1
 		}
-		rec, err := w.append(r, makeID(ns, binary.BigEndian.Uint64(rnd[8*i:])), req.subject)
+		rec, err := w.append(req, makeID(ns, binary.BigEndian.Uint64(rnd[8*i:])))
 		if err != nil {
 			results[i].err = err
 			if err == ErrNotFound {
@@ -287,9 +291,10 @@ func (w *chainWriter) chain(site string) (*bolt.Bucket, *chainHead, error) {
 	return b, h, nil
 }
 
-// append links r after the site's head, stores it and its subject index
-// entry, and returns it as stored.
-func (w *chainWriter) append(r *storedRecord, id, subject []byte) (Record, error) {
+// append links a prepared record after its site's head with the given id,
+// stores it and its subject index entry, and returns it as stored.
+func (w *chainWriter) append(req *appendReq, id []byte) (Record, error) {
+	r := &req.rec
 	b, head, err := w.chain(r.Site)
 	if err != nil {
 		return Record{}, err
@@ -297,13 +302,13 @@ func (w *chainWriter) append(r *storedRecord, id, subject []byte) (Record, error
 	r.ID = formatID(id)
 	r.RecordedAt = time.Unix(0, idTime(id)).UTC()
 	r.prevHash = head.hash
-	r.hash = recordHash(r)
+	r.hash = req.tmpl.hash(r.ID, r.prevHash, r.RecordedAt)
 	r.PrevHash, r.Hash = hexOrEmpty(r.prevHash), hex.EncodeToString(r.hash)
-	if err := b.Put(id, encodeRecord(r)); err != nil {
+	if err := b.Put(id, appendTail(req.body, r.prevHash, r.hash)); err != nil {
 		return Record{}, err
 	}
-	if subject != nil {
-		if err := w.subjects.Put(subjectKey(subject, id), []byte(r.Site)); err != nil {
+	if req.subject != nil {
+		if err := w.subjects.Put(subjectKey(req.subject, id), []byte(r.Site)); err != nil {
 			return Record{}, err
 		}
 	}

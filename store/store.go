@@ -169,7 +169,7 @@ type Store struct {
 	opts Options
 	now  func() time.Time
 
-	digestKey      []byte
+	digester       *digester // keyed digests of personal fields and addresses
 	unsubscribeKey []byte
 	signingKey     ed25519.PrivateKey
 	kid            string
@@ -349,7 +349,7 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			return fmt.Errorf("ledger %s: %w (missing bucket %q)", s.path, ErrCorrupt, name)
 		}
 	}
-	s.digestKey = bytes.Clone(digestKey)
+	s.digester = newDigester(bytes.Clone(digestKey))
 	s.unsubscribeKey = bytes.Clone(unsubscribeKey)
 	s.signingKey = ed25519.NewKeyFromSeed(seed)
 	s.kid = jwkThumbprint(s.signingKey.Public().(ed25519.PublicKey))

@@ -157,7 +157,7 @@ func (s *Store) checkRecord(r *storedRecord, prev []byte, afterLive bool) string
 		switch {
 		case r.Erased && values[i] != "":
 			return "erased record still holds " + personal[i]
-		case !r.Erased && !bytes.Equal(*d, digest(s.digestKey, personal[i], values[i])):
+		case !r.Erased && !bytes.Equal(*d, s.digester.sum(nil, personal[i], values[i])):
 			return personal[i] + " does not match its digest"
 		}
 	}
