@@ -5,8 +5,12 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/xuri/excelize/v2"
 
 	"github.com/assent/assent/store"
@@ -454,7 +459,7 @@ func TestExportSummary(t *testing.T) {
 	}
 }
 
-func TestSignupsExport(t *testing.T) {
+func TestExportSignups(t *testing.T) {
 	ts := newTestServer(t, nil)
 	body := func(email string, news bool) map[string]any {
 		return map[string]any{"email": email, "visitor_id": "v_s", "choices": map[string]bool{"newsletter": news}}
@@ -508,7 +513,7 @@ func TestSignupsExport(t *testing.T) {
 	}
 }
 
-func TestSubjectAccessAndErasure(t *testing.T) {
+func TestAdminSubjectAccessAndErasure(t *testing.T) {
 	ts := newTestServer(t, nil)
 	recs := seed(t, ts.st)
 	resp := ts.admin(http.MethodGet, "/v1/admin/subjects?email="+url.QueryEscape("ANN@example.com"), nil)
@@ -569,7 +574,7 @@ func TestSubjectAccessAndErasure(t *testing.T) {
 	}
 }
 
-func TestVerify(t *testing.T) {
+func TestAdminVerify(t *testing.T) {
 	ts := newTestServer(t, nil)
 	seed(t, ts.st)
 	r := ts.admin(http.MethodGet, "/v1/admin/verify", nil)
@@ -579,7 +584,7 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func TestAuditLogFormats(t *testing.T) {
+func TestAdminAuditLogFormats(t *testing.T) {
 	ts := newTestServer(t, nil)
 	ts.admin(http.MethodGet, "/v1/admin/sites/shop/consents?format=csv", nil)
 	ts.admin(http.MethodGet, "/v1/admin/verify", nil)
@@ -702,7 +707,7 @@ func TestAdminTokens(t *testing.T) {
 	}
 }
 
-func TestBackupIsALedger(t *testing.T) {
+func TestAdminBackupIsALedger(t *testing.T) {
 	ts := newTestServer(t, nil)
 	seed(t, ts.st)
 	r := ts.admin(http.MethodGet, "/v1/admin/backup", nil)
@@ -746,7 +751,7 @@ func TestEveryAdminRouteNeedsAToken(t *testing.T) {
 	}
 }
 
-func TestConsolePage(t *testing.T) {
+func TestAdminConsolePage(t *testing.T) {
 	ts := newTestServer(t, nil)
 	r := ts.do(http.MethodGet, "/admin/", nil, nil)
 	if r.StatusCode != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
@@ -777,7 +782,7 @@ func TestConsolePage(t *testing.T) {
 }
 
 // WriteRecords keeps the API's column order whatever the site's purposes.
-func TestRecordHeaderFollowsSitePurposes(t *testing.T) {
+func TestExportRecordHeaderFollowsSitePurposes(t *testing.T) {
 	site := store.Site{ID: "x", Purposes: []store.Purpose{{ID: "zeta"}, {ID: "alpha"}}}
 	var b bytes.Buffer
 	rec := store.Record{ID: "01", Site: "x", Choices: map[string]string{"alpha": "granted", "zeta": "denied"}}
@@ -791,4 +796,36 @@ func TestRecordHeaderFollowsSitePurposes(t *testing.T) {
 	if err := WriteRecords(&b, "pdf", site, func(func(store.Record) error) error { return nil }); err == nil {
 		t.Error("an unknown format must fail")
 	}
+}
+
+// An XLSX export too big for one sheet is refused before its first byte;
+// an error after the first bytes aborts the connection rather than ending
+// a file that looks complete.
+func TestExportErrorsBeforeAndAfterTheFirstByte(t *testing.T) {
+	ts := newTestServer(t, nil)
+	seed(t, ts.st)
+	old := xlsxMaxRows
+	xlsxMaxRows = 3 // the header and two records
+	t.Cleanup(func() { xlsxMaxRows = old })
+	r := ts.admin(http.MethodGet, "/v1/admin/sites/shop/consents?format=xlsx", nil)
+	if r.StatusCode != http.StatusUnprocessableEntity || r.errorCode() != "too_many_rows" || r.Header.Get("Content-Disposition") != "" {
+		t.Errorf("too many rows: %d %s %q", r.StatusCode, r.body, r.Header.Get("Content-Disposition"))
+	}
+	if r := ts.admin(http.MethodGet, "/v1/admin/sites/shop/consents?format=xlsx&country=FR", nil); r.StatusCode != 200 {
+		t.Errorf("two rows fit: %d %s", r.StatusCode, r.body)
+	}
+
+	e := echo.New()
+	srv := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	c := e.NewContext(httptest.NewRequest(http.MethodGet, "/", nil), httptest.NewRecorder())
+	defer func() {
+		if p := recover(); p != http.ErrAbortHandler {
+			t.Errorf("a late error gave %v, want the handler aborted", p)
+		}
+	}()
+	srv.stream(c, "x.csv", "csv", func() error {
+		c.Response().Write(bytes.Repeat([]byte("a,b\r\n"), 1000))
+		return errors.New("disk on fire")
+	})
+	t.Error("the late error was not turned into an abort")
 }

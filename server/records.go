@@ -32,6 +32,10 @@ var Formats = map[string]string{
 	"jsonl": "application/x-ndjson",
 }
 
+// xlsxMaxRows is the most rows a sheet holds, header included (a variable
+// so that tests need not write a million rows).
+var xlsxMaxRows = excelize.TotalRows
+
 // ErrTooManyRows is an XLSX export that would not fit in one sheet.
 var ErrTooManyRows = fmt.Errorf("an XLSX sheet holds at most %d rows under its header: narrow the period, or export csv or jsonl", excelize.TotalRows-1)
 
@@ -255,7 +259,7 @@ func (t *xlsxTable) header(cells []string) error {
 func (t *xlsxTable) row(cells []string) error { return t.write(cells) }
 
 func (t *xlsxTable) write(cells []string, opts ...excelize.RowOpts) error {
-	if t.n >= excelize.TotalRows {
+	if t.n >= xlsxMaxRows {
 		return ErrTooManyRows
 	}
 	t.n++
