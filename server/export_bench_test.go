@@ -171,7 +171,7 @@ func benchExport(b *testing.B, format string) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
-	b.ReportMetric(float64(peakKB)/1024, "peak-RSS-MiB")
+	b.ReportMetric(float64(peakKB)/1024, "peak-rss-MiB")
 	b.ReportMetric(float64(anonKB)/1024, "peak-anon-MiB")
 	if fi, err := os.Stat(path); err == nil {
 		b.ReportMetric(float64(fi.Size())/(1<<20), "ledger-MiB")
