@@ -16,7 +16,7 @@ func TestScript(t *testing.T) {
 		{
 			name: "bundles relative imports",
 			files: fstest.MapFS{
-				"src/main.ts": {Data: []byte(`import {greet} from "./greet"; (window as any).x = greet("hi");`)},
+				"src/main.ts":  {Data: []byte(`import {greet} from "./greet"; (window as any).x = greet("hi");`)},
 				"src/greet.ts": {Data: []byte(`export function greet(s: string): string { return s + "!" }`)},
 			},
 			want: `"hi"`,
