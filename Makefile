@@ -46,6 +46,7 @@ vet:
 test: deps
 	$(GO) vet ./...
 	cd widget && npx --no-install tsc --noEmit -p .
+	cd widget && npx --no-install tsc --noEmit -p ../server/console
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 bench: geodb

@@ -233,3 +233,20 @@ func (s *Server) handleRevokeToken(c echo.Context) error {
 	}
 	return c.NoContent(http.StatusNoContent)
 }
+
+// handleNotice returns the exact notice a record cites by its notice_hash:
+// the locale, policy version, purposes and texts the visitor was shown.
+func (s *Server) handleNotice(c echo.Context) error {
+	hash := c.Param("hash")
+	if !strings.HasPrefix(hash, "sha256:") || len(hash) != 7+64 {
+		return apiError(http.StatusBadRequest, "invalid_field", "hash: want sha256:<64 hex digits>, as in a record's notice_hash")
+	}
+	doc, err := s.store.Notice(hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return apiError(http.StatusNotFound, "not_found", "no notice with that hash")
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(http.StatusOK, doc)
+}

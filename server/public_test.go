@@ -68,6 +68,17 @@ func TestConsentIsStoredWithWhatTheServerDecided(t *testing.T) {
 	if err != nil || !strings.Contains(string(notice), `"texts"`) {
 		t.Errorf("the notice shown is not stored: %v %s", err, notice)
 	}
+	// The admin reads the exact notice a record cites, and it hashes to it.
+	auth := map[string]string{"Authorization": "Bearer " + ts.token}
+	got := ts.do(http.MethodGet, "/v1/admin/notices/"+r.NoticeHash, nil, auth)
+	if got.StatusCode != 200 || noticeHash(got.body) != r.NoticeHash {
+		t.Errorf("GET notice: %d, hash %s, want %s", got.StatusCode, noticeHash(got.body), r.NoticeHash)
+	}
+	for path, code := range map[string]int{"sha256:" + strings.Repeat("0", 64): 404, "md5:abc": 400, "sha256:zz": 400} {
+		if resp := ts.do(http.MethodGet, "/v1/admin/notices/"+path, nil, auth); resp.StatusCode != code {
+			t.Errorf("notice %s: %d, want %d", path, resp.StatusCode, code)
+		}
+	}
 }
 
 func TestGPCDeniesAdPurposesInEveryRegime(t *testing.T) {

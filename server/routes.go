@@ -45,6 +45,7 @@ func (s *Server) routes() *echo.Echo {
 	admin.GET("/sites/:site/signups", s.handleExportSignups)
 	admin.GET("/subjects", s.handleSubject)
 	admin.DELETE("/subjects", s.handleEraseSubject)
+	admin.GET("/notices/:hash", s.handleNotice)
 	admin.GET("/verify", s.handleVerify)
 	admin.GET("/audit", s.handleAudit)
 	admin.GET("/backup", s.handleBackup)

@@ -324,3 +324,34 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "%s\t%d bytes\t%s\n", out, len(b.JS), b.Hash)
 	return nil
 }
+
+// cmdNotice prints the notice a record's notice_hash names: the exact texts
+// the visitor was shown, as stored once in the ledger.
+func cmdNotice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("notice", []string{"data", "server"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) != 1 {
+		return usageError{"want: assent notice sha256:HASH"}
+	}
+	l, err := openLedger(f, false)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	var doc json.RawMessage
+	if l.remote != nil {
+		err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/notices/"+url.PathEscape(f.args[0]), nil, &doc)
+	} else if doc, err = l.st.Notice(f.args[0]); err != nil {
+		err = fmt.Errorf("notice %s: %w", f.args[0], err)
+	}
+	if err != nil {
+		return err
+	}
+	var v any
+	if err := json.Unmarshal(doc, &v); err != nil {
+		return err
+	}
+	return printJSON(stdout, v)
+}

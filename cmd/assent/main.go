@@ -26,6 +26,7 @@ Usage:
   assent backup  FILE
   assent token   create [--name NAME] | list | revoke NAME
   assent site    list | show ID | create --file site.json
+  assent notice  sha256:HASH
   assent geo     [--geoip FILE] IP...
   assent build   [-o DIR]
 
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"backup":  cmdBackup,
 		"token":   cmdToken,
 		"site":    cmdSite,
+		"notice":  cmdNotice,
 		"geo":     cmdGeo,
 		"build":   cmdBuild,
 	}
