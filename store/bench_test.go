@@ -54,6 +54,9 @@ func benchAppend(b *testing.B, writers int, opts Options) {
 	b.StopTimer()
 	b.ReportMetric(rate, "records/s")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+	if commits, records := s.WriteStats(); commits > 0 {
+		b.ReportMetric(float64(records)/float64(commits), "records/commit")
+	}
 }
 
 // BenchmarkAppendGroupCommit64 is the ledger as the server uses it: 64

@@ -50,6 +50,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -181,6 +182,8 @@ type Store struct {
 	queue   chan *appendReq
 	writerW sync.WaitGroup
 	lastNs  int64 // writer goroutine only: time of the last record id
+
+	batches, batched atomic.Uint64 // group commits made, records in them
 }
 
 // Open opens the ledger at path, creating it (mode 0600) and its buckets if
