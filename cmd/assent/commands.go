@@ -349,9 +349,8 @@ func cmdNotice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var v any
-	if err := json.Unmarshal(doc, &v); err != nil {
-		return err
-	}
-	return printJSON(stdout, v)
+	// The stored bytes exactly, with no newline added, so that their SHA-256
+	// is the record's notice_hash: `assent notice H > n.json; sha256sum n.json`.
+	_, err = stdout.Write(doc)
+	return err
 }

@@ -133,3 +133,29 @@ func TestGeoCommand(t *testing.T) {
 		}
 	}
 }
+
+// assent notice prints the stored notice byte for byte: its SHA-256 is the
+// record's notice_hash.
+func TestNoticeCommandPrintsTheExactBytes(t *testing.T) {
+	data := t.TempDir()
+	if code, _, stderr := runCLI(t, "token", "create", "--data", data); code != 0 {
+		t.Fatal(stderr)
+	}
+	st, err := openStore(data, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte(`{"locale":"de","texts":{"title":"Ihre Privatsphäre"}}`)
+	hash, err := st.PutNotice(doc)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, "notice", "--data", data, hash)
+	if code != 0 || stdout != string(doc) {
+		t.Fatalf("exit %d, %q (stderr %q), want the stored bytes", code, stdout, stderr)
+	}
+	if code, _, stderr := runCLI(t, "notice", "--data", data, "sha256:"+strings.Repeat("0", 64)); code != 1 || !strings.Contains(stderr, "not found") {
+		t.Errorf("unknown notice: exit %d %q", code, stderr)
+	}
+}
