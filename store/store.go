@@ -31,6 +31,18 @@
 //	audit/                append-only, FillPercent 0.95
 //	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
 //
+// Records and their proof (codec.go): a record's id is 26 Crockford base32
+// characters that read as a ULID and carry recorded_at to the nanosecond, so
+// keys sort by time. Each site has one hash chain: hash = SHA-256 of the
+// record's canonical encoding (RFC 8785 JSON, including prev_hash), in which
+// the personal fields — email, name, visitor_id, ip, user_agent — appear only
+// as HMAC-SHA256 digests under the ledger's digest key. Erasure blanks those
+// fields and keeps the digests, so every chain still verifies; page_url is
+// proof of where consent was given and enters in clear. Retention turns old
+// records into tombstones that keep id, time, prev_hash and hash. The key is
+// in the same file, so the chain shows edits made without Assent's code; the
+// receipts visitors keep (signed hashes) anchor it beyond that.
+//
 // Record writes go through one writer goroutine that group-commits whatever
 // has queued while the previous commit ran: one fsync'd bbolt transaction per
 // batch, and every caller is answered only after that commit (see Append).
