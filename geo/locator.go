@@ -232,7 +232,8 @@ func (l layout) String() string {
 // cacheSize is the number of decoded records a database keeps, 64 KiB.
 // A country database has a few hundred distinct records (251 in the
 // default one), so after warm-up every lookup is a hit; a City database has
-// more and the rest are decoded on each lookup, still without allocating.
+// more and the rest are decoded on each lookup, which allocates nothing
+// once the decode pool is warm.
 const (
 	cacheBits  = 13
 	cacheSize  = 1 << cacheBits
