@@ -131,16 +131,16 @@ func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *a
 	rec.Choices = choices
 	rec.ID, rec.RecordedAt, rec.PrevHash, rec.Hash, rec.Tombstone = "", time.Time{}, "", "", false
 	req := &appendReq{ctx: ctx, done: make(chan appendResult, 1)}
-	req.rec.Record = rec
-	req.rec.digests = s.digester.digests(&rec)
 	if rec.Erased {
 		// Only Unsubscribe appends erased records: the person was erased and
 		// is known by digest alone, so the record carries that digest and no
 		// personal field.
 		rec.Email, rec.Name, rec.VisitorID, rec.IP, rec.UserAgent = "", "", "", "", ""
-		req.rec.Record = rec
 		req.rec.digests = digests{email: subject}
+	} else {
+		req.rec.digests = s.digester.digests(&rec)
 	}
+	req.rec.Record = rec
 	req.subject = req.rec.digests.email
 	req.tmpl = newTemplate(&req.rec)
 	req.body = encodeBody(&req.rec)
