@@ -306,3 +306,56 @@ func (c *fakeClock) Add(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+
+// TestCloseCommitsQueuedRecords closes the ledger while writers are
+// appending: every Append either returns its stored record, which is there
+// after reopening, or ErrClosed, and nothing hangs.
+func TestCloseCommitsQueuedRecords(t *testing.T) {
+	s := newTestStore(t)
+	path := s.Path()
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				r, err := s.Append(context.Background(), testRecord("shop"))
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked = append(acked, r.ID)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stored := map[string]bool{}
+	for _, r := range allRecords(t, s, "shop") {
+		stored[r.ID] = true
+	}
+	for _, id := range acked {
+		if !stored[id] {
+			t.Fatalf("acknowledged record %s lost by Close", id)
+		}
+	}
+	if len(acked) == 0 || len(stored) != len(acked) {
+		t.Fatalf("%d acknowledged, %d stored", len(acked), len(stored))
+	}
+	mustVerify(t, s)
+}
