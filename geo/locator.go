@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -85,72 +86,59 @@ func (l *Locator) Lookup(addr netip.Addr) Result {
 	if l == nil || IsReserved(addr) {
 		return unknown
 	}
-	d := l.acquire()
+	d := l.cur.Load()
 	if d == nil {
 		return unknown
 	}
-	defer d.release()
 	return d.lookup(addr)
 }
 
-// acquire returns the current database with a reference held, or nil.
-func (l *Locator) acquire() *database {
-	for {
-		d := l.cur.Load()
-		if d == nil || d.tryAcquire() {
-			return d
-		}
-		// d was swapped out and closed between the load and the
-		// increment; the pointer now holds its successor.
-	}
-}
-
-// Reload opens the file again and swaps it in. If the new file cannot be
+// Reload reads the file again and swaps it in. If the new file cannot be
 // read the current database stays and the error is returned. Lookups in
-// flight finish on the database they started with, which is closed when
-// the last of them returns. With the path "" Reload does nothing.
+// flight finish on the database they started with; its memory is freed
+// once the last of them has returned. With the path "" Reload does nothing.
 func (l *Locator) Reload() error {
 	if l.path == "" {
 		return nil
+	}
+	// Opening under the lock keeps two reloads in order: one that opened
+	// an older version of the file must not swap it in last.
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
 	}
 	d, err := openDatabase(l.path)
 	if err != nil {
 		return err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		d.reader.Close()
-		return ErrClosed
-	}
-	if old := l.cur.Swap(d); old != nil {
-		old.release()
-	}
+	l.cur.Store(d)
 	return nil
 }
 
-// Close releases the database once no lookup uses it. Lookups after Close
-// are unknown.
+func (l *Locator) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// Close drops the database; its memory is freed once no lookup uses it.
+// Lookups after Close are unknown, and Watch returns.
 func (l *Locator) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return nil
-	}
 	l.closed = true
-	if old := l.cur.Swap(nil); old != nil {
-		return old.release()
-	}
+	l.cur.Store(nil)
 	return nil
 }
 
 // Watch checks the file's identity, size and modification time every
 // interval (a minute if every <= 0) and reloads when they change, until ctx
 // is done or the Locator is closed. A failure is logged once per version of
-// the file, without any address, and the loaded database stays. The file
-// should be replaced by renaming a complete new file over it, as
-// geoipupdate does; a file rewritten in place may be seen half-written,
-// fail, and be retried when it changes again.
+// the file, without any address, and the loaded database stays. Replace
+// the file by renaming a complete new one over it, as geoipupdate does; a
+// file rewritten in place cannot harm the loaded database, but may be seen
+// half-written, fail, and load at the next poll after the write ends.
 func (l *Locator) Watch(ctx context.Context, every time.Duration, log *slog.Logger) {
 	if every <= 0 {
 		every = time.Minute
@@ -159,7 +147,7 @@ func (l *Locator) Watch(ctx context.Context, every time.Duration, log *slog.Logg
 		log = slog.Default()
 	}
 	if l.path == "" {
-		<-ctx.Done()
+		<-ctx.Done() // nothing to watch
 		return
 	}
 	t := time.NewTicker(every)
@@ -171,6 +159,9 @@ func (l *Locator) Watch(ctx context.Context, every time.Duration, log *slog.Logg
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if l.isClosed() {
+			return
 		}
 		fi, err := os.Stat(l.path)
 		if err != nil {
@@ -240,14 +231,21 @@ const (
 	cacheProbe = 8
 )
 
-// database is one opened file. refs counts one for being current plus one
-// per lookup in flight; the reader is closed when it drops to zero.
+// database is one version of the file, read whole into memory.
+//
+// It is read rather than memory-mapped so that nothing done to the file
+// can reach a loaded database: a file truncated or rewritten in place
+// (cp over it) would change a mapping under running lookups, and touching
+// a truncated mapping kills the process with SIGBUS. Being plain heap
+// memory, a database is never closed: the garbage collector frees it when
+// the last lookup that loaded the pointer has returned — the reference
+// count the runtime keeps anyway, at no cost to the lookup and without
+// any window in which a lookup could use a closed reader.
 type database struct {
 	reader    *maxminddb.Reader
 	layout    layout
 	buildDate string
 	stamp     stamp
-	refs      atomic.Int64
 
 	// cache maps a record's data offset to its decoded country. An entry
 	// is key<<16 | eu<<10 | country index+1 (0: no country), with key the
@@ -263,44 +261,35 @@ const (
 )
 
 func openDatabase(path string) (*database, error) {
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("geo: %w", err)
 	}
-	r, err := maxminddb.Open(path)
+	defer f.Close()
+	fi, err := f.Stat() // the stamp of exactly the file read
+	if err != nil {
+		return nil, fmt.Errorf("geo: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("geo: %s is not a readable .mmdb file: not a regular file", path)
+	}
+	buf := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, fmt.Errorf("geo: %s is not a readable .mmdb file: %w", path, err)
+	}
+	r, err := maxminddb.OpenBytes(buf)
 	if err != nil {
 		return nil, fmt.Errorf("geo: %s is not a readable .mmdb file: %w", path, err)
 	}
 	lay, err := detectLayout(r)
 	if err != nil {
-		r.Close()
 		return nil, fmt.Errorf("geo: %s: %w", path, err)
 	}
 	d := &database{reader: r, layout: lay, stamp: stampOf(fi)}
 	if epoch := r.Metadata.BuildEpoch; epoch > 0 {
 		d.buildDate = time.Unix(int64(epoch), 0).UTC().Format(time.DateOnly)
 	}
-	d.refs.Store(1)
 	return d, nil
-}
-
-func (d *database) tryAcquire() bool {
-	for {
-		n := d.refs.Load()
-		if n == 0 {
-			return false
-		}
-		if d.refs.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
-func (d *database) release() error {
-	if d.refs.Add(-1) == 0 {
-		return d.reader.Close()
-	}
-	return nil
 }
 
 func (d *database) lookup(addr netip.Addr) Result {

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 )
@@ -215,15 +217,14 @@ func TestReloadBrokenFileKeepsDatabase(t *testing.T) {
 	}
 }
 
-// TestOldDatabaseClosedAfterLastLookup checks the reference count: a
-// database swapped out while a lookup holds it stays open until that
-// lookup lets go, and is closed then.
-func TestOldDatabaseClosedAfterLastLookup(t *testing.T) {
+// TestOldDatabaseLivesWhileUsed checks that a database swapped out while a
+// lookup still holds it keeps answering, and is freed once nothing holds it.
+func TestOldDatabaseLivesWhileUsed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "country.mmdb")
 	writeVersion(t, path, "DE", false, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
 	l := openTestLocator(t, path)
 
-	old := l.acquire() // a lookup in flight
+	old := l.cur.Load() // what a lookup in flight holds
 	writeVersion(t, path, "FR", false, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC))
 	if err := l.Reload(); err != nil {
 		t.Fatal(err)
@@ -231,21 +232,53 @@ func TestOldDatabaseClosedAfterLastLookup(t *testing.T) {
 	if got := l.Lookup(reloadAddrs[0]).Country; got != "FR" {
 		t.Errorf("new lookups see %q, want FR", got)
 	}
-	if got := old.lookup(reloadAddrs[0]).Country; got != "DE" {
-		t.Errorf("the lookup in flight sees %q, want DE", got)
+	if got := old.lookup(reloadAddrs[0]); got.Country != "DE" || got.BuildDate != "2024-01-01" {
+		t.Errorf("the lookup in flight sees %+v, want DE of 2024-01-01", got)
 	}
-	if n := old.refs.Load(); n != 1 {
-		t.Errorf("old database has %d references, want 1", n)
+	freed := weak.Make(old)
+	old = nil
+	for i := 0; i < 10 && freed.Value() != nil; i++ {
+		runtime.GC()
 	}
-	old.release()
-	if n := old.refs.Load(); n != 0 {
-		t.Errorf("old database has %d references after release", n)
+	if freed.Value() != nil {
+		t.Error("the old database was not freed")
 	}
-	if err := old.reader.Lookup(reloadAddrs[0]).Err(); err == nil {
-		t.Error("the old reader is still open")
+}
+
+// TestFileRewrittenInPlace: truncating and rewriting the file in place (cp
+// over it) cannot reach the loaded database, which is a copy in memory.
+func TestFileRewrittenInPlace(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "country.mmdb")
+	writeVersion(t, path, "DE", false, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+	next := filepath.Join(dir, "next.mmdb")
+	writeVersion(t, next, "FR", false, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC))
+	l := openTestLocator(t, path)
+	l.Lookup(reloadAddrs[0])
+
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
 	}
-	if old.tryAcquire() {
-		t.Error("a closed database could be acquired")
+	for _, a := range reloadAddrs {
+		if got := l.Lookup(a).Country; got != "DE" {
+			t.Errorf("after truncating the file: %s is %q, want DE", a, got)
+		}
+	}
+	if err := l.Reload(); err == nil {
+		t.Error("Reload accepted an empty file")
+	}
+	b, err := os.ReadFile(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil { // same inode
+		t.Fatal(err)
+	}
+	if err := l.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Lookup(reloadAddrs[0]).Country; got != "FR" {
+		t.Errorf("after rewriting in place and reloading: %q, want FR", got)
 	}
 }
 
@@ -266,12 +299,11 @@ func TestWatchReturns(t *testing.T) {
 		}
 	}
 
-	// After Close, the next change of the file ends Watch.
+	// Close ends Watch too.
 	l := openTestLocator(t, path)
 	done := make(chan struct{})
 	go func() { l.Watch(context.Background(), time.Millisecond, nil); close(done) }()
 	l.Close()
-	writeVersion(t, path, "FR", false, time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC))
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
