@@ -183,16 +183,16 @@ func getSubjectRecords(tx *bolt.Tx, subject []byte) ([]Record, error) {
 
 // SubjectState is what the ledger knows of one person now.
 type SubjectState struct {
-	Email         string
-	FirstSignupAt time.Time
-	LastChangeAt  time.Time
-	DoubleOptIn   string // none, pending, confirmed
-	PendingAt     time.Time
-	ConfirmedAt   time.Time
-	PendingIP     string
-	ConfirmedIP   string
-	Suppressed    bool
-	Purposes      map[string]map[string]string // site -> purpose -> current state
+	Email         string                       `json:"email"`
+	FirstSignupAt time.Time                    `json:"first_signup_at"`
+	LastChangeAt  time.Time                    `json:"last_change_at"`
+	DoubleOptIn   string                       `json:"double_opt_in"` // none, pending, confirmed
+	PendingAt     time.Time                    `json:"pending_at"`
+	ConfirmedAt   time.Time                    `json:"confirmed_at"`
+	PendingIP     string                       `json:"pending_ip"`
+	ConfirmedIP   string                       `json:"confirmed_ip"`
+	Suppressed    bool                         `json:"suppressed"`
+	Purposes      map[string]map[string]string `json:"purposes"` // site -> purpose -> current state
 }
 
 // optIn is the optin/ bucket's value.

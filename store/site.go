@@ -251,22 +251,23 @@ func (s Site) Resolve(choices map[string]bool, signup bool) (map[string]string, 
 	granted, optional := 0, 0
 	for _, p := range s.Purposes {
 		v, sent := choices[p.ID]
+		// A record states only what its form asked: a banner choice says
+		// nothing of the newsletter, a signup nothing of analytics (unless
+		// the form sent it along). Left out, the export cell stays empty.
 		considered := p.Signup == signup || (signup && sent)
 		switch {
 		case p.Required:
 			states[p.ID] = "granted"
 			continue
-		case considered && v:
+		case !considered:
+			continue
+		case v:
 			states[p.ID] = "granted"
+			granted++
 		default:
 			states[p.ID] = "denied"
 		}
-		if considered {
-			optional++
-			if v {
-				granted++
-			}
-		}
+		optional++
 	}
 	event := "partial"
 	switch granted {

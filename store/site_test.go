@@ -91,23 +91,23 @@ func TestResolve(t *testing.T) {
 		event   string
 	}{
 		{"accept all banner", map[string]bool{"analytics": true, "marketing": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted", "newsletter": "denied"}, "grant"},
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant"},
 		{"reject all banner", map[string]bool{"analytics": false, "marketing": false}, false,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny"},
 		{"nothing sent is a refusal", map[string]bool{}, false,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny"},
 		{"partial", map[string]bool{"analytics": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied", "newsletter": "denied"}, "partial"},
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied"}, "partial"},
 		{"required cannot be refused", map[string]bool{"necessary": false, "analytics": true, "marketing": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted", "newsletter": "denied"}, "grant"},
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant"},
 		{"banner ignores signup purposes", map[string]bool{"newsletter": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny"},
 		{"signup", map[string]bool{"newsletter": true}, true,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "granted"}, "grant"},
+			map[string]string{"necessary": "granted", "newsletter": "granted"}, "grant"},
 		{"signup with banner purpose sent along", map[string]bool{"newsletter": true, "marketing": false}, true,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "granted"}, "partial"},
+			map[string]string{"necessary": "granted", "marketing": "denied", "newsletter": "granted"}, "partial"},
 		{"signup refused", map[string]bool{"newsletter": false}, true,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "newsletter": "denied"}, "deny"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
