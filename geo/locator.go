@@ -50,9 +50,13 @@ type Locator struct {
 // ErrClosed is returned by Reload after Close.
 var ErrClosed = errors.New("geo: locator is closed")
 
-// Open opens the country database at path. The path "" gives a Locator
+// Open reads the country database at path. The path "" gives a Locator
 // without a database, whose every lookup is unknown. A file that is not a
 // country database of a known layout is an error naming the file.
+//
+// The file is read whole into memory (8 MB for the default database, about
+// 60 MB for GeoLite2-City); during a reload the old and the new version
+// are both held until the last lookup on the old one returns.
 func Open(path string) (*Locator, error) {
 	l := &Locator{path: path}
 	if path == "" {
@@ -134,7 +138,7 @@ func (l *Locator) Close() error {
 
 // Watch checks the file's identity, size and modification time every
 // interval (a minute if every <= 0) and reloads when they change, until ctx
-// is done or the Locator is closed. A failure is logged once per version of
+// is done or the Locator is closed (without a file, only ctx ends it). A failure is logged once per version of
 // the file, without any address, and the loaded database stays. Replace
 // the file by renaming a complete new one over it, as geoipupdate does; a
 // file rewritten in place cannot harm the loaded database, but may be seen
