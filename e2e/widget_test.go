@@ -87,9 +87,20 @@ func js[T any](t *testing.T, ctx context.Context, expr string) T {
 // until waits for a page expression to become true.
 func until(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := chromedp.Run(wctx, chromedp.Poll[bool](`!!(`+expr+`)`, chromedp.WithPollingInterval(25*time.Millisecond))); err != nil {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		_, err := chromedp.Run(wctx, chromedp.Poll[bool](`!!(`+expr+`)`, chromedp.WithPollingInterval(25*time.Millisecond)))
+		cancel()
+		if err == nil {
+			return
+		}
+		// A navigation or reload replaces the page's execution context under
+		// a running poll; poll again in the new one.
+		if time.Now().Before(deadline) && (strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed")) {
+			time.Sleep(25 * time.Millisecond)
+			continue
+		}
 		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
