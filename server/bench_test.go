@@ -94,13 +94,7 @@ func BenchmarkDecision(b *testing.B) {
 	load(b, "req", func(c *http.Client, i int64) int {
 		req, _ := http.NewRequest(http.MethodGet, base+"/v1/sites/shop/decision?lang=de", nil)
 		req.Header.Set("X-Forwarded-For", ips[i%int64(len(ips))])
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		return send(c, req)
 	}, http.StatusOK)
 }
 
@@ -119,14 +113,19 @@ func BenchmarkSignups(b *testing.B) {
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("X-Forwarded-For", ipDE)
 				req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36")
-				resp, err := c.Do(req)
-				if err != nil {
-					return 0
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode
+				return send(c, req)
 			}, http.StatusCreated)
 		})
 	}
+}
+
+// send does req and returns its status, 0 when it got no answer.
+func send(c *http.Client, req *http.Request) int {
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

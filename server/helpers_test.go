@@ -49,6 +49,12 @@ func testGeoDB(t testing.TB) string {
 // says otherwise, so tests choose a visitor's country by X-Forwarded-For.
 func newTestServer(t testing.TB, cfg *Config) *testServer {
 	t.Helper()
+	return newTestServerLog(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newTestServerLog is newTestServer logging to log.
+func newTestServerLog(t testing.TB, cfg *Config, log *slog.Logger) *testServer {
+	t.Helper()
 	if cfg == nil {
 		cfg = &Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	}
@@ -61,7 +67,7 @@ func newTestServer(t testing.TB, cfg *Config) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(*cfg, st, loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(*cfg, st, loc, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,20 +2,15 @@ package server
 
 import (
 	"bytes"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/assent/assent/geo"
-	"github.com/assent/assent/store"
 	"github.com/assent/assent/widget"
 )
 
@@ -23,22 +18,7 @@ import (
 // unsubscribe token: only route patterns, statuses and timings.
 func TestLogsCarryNoPersonalData(t *testing.T) {
 	var logs bytes.Buffer
-	st, err := store.Open(filepath.Join(t.TempDir(), "assent.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	loc, _ := geo.Open(testGeoDB(t))
-	defer loc.Close()
-	cfg := Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
-	srv, err := New(cfg, st, loc, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.CreateSite(testSite())
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	ts := &testServer{t: t, url: hs.URL, st: st, srv: srv}
+	ts := newTestServerLog(t, nil, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 
 	secret := map[string]string{"X-Forwarded-For": ipDE, "User-Agent": "SecretAgent/7.0", "Origin": shopOrigin}
 	resp := ts.do(http.MethodPost, "/v1/sites/shop/signups", `{"email":"private.person@example.com","choices":{"newsletter":true},"page_url":"https://shop.example/private-page"}`, secret)
@@ -63,17 +43,7 @@ func TestDevRebuildsOnChange(t *testing.T) {
 	if err := copyFS(dir, widget.FS); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := store.Open(filepath.Join(t.TempDir(), "assent.db"), store.Options{})
-	defer st.Close()
-	loc, _ := geo.Open("")
-	srv, err := New(Config{Dev: true, DevDir: dir}, st, loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.CreateSite(testSite())
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	ts := &testServer{t: t, url: hs.URL, st: st, srv: srv}
+	ts := newTestServer(t, &Config{Dev: true, DevDir: dir})
 	before := ts.do(http.MethodGet, "/w/shop.js", nil, map[string]string{"Accept-Encoding": "identity"})
 
 	main := filepath.Join(dir, "src", "main.ts")
@@ -85,7 +55,7 @@ func TestDevRebuildsOnChange(t *testing.T) {
 	if !strings.Contains(string(after.body), "rebuilt-41") || before.Header.Get("ETag") == after.Header.Get("ETag") {
 		t.Fatalf("the changed source was not rebuilt (ETag %s → %s)", before.Header.Get("ETag"), after.Header.Get("ETag"))
 	}
-	if srv.WidgetBuild() == "" {
+	if ts.srv.WidgetBuild() == "" {
 		t.Error("no build hash")
 	}
 
