@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/assent/assent/store"
@@ -34,7 +35,7 @@ func newMetrics(st *store.Store) *metrics {
 		Name: "assent_records_total", Help: "Consent records stored since start, by site and event.",
 	}, []string{"site", "event"})
 	m.reg.MustRegister(m.requests, m.duration, m.records,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if st != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "assent_ledger_up", Help: "1 when the ledger answers.",
