@@ -4,7 +4,7 @@ GEO_PKG  := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
 GEO_DB   := data/geo-whois-asn-country.mmdb
 GO       ?= go
 
-.PHONY: run test bench build deps geodb chromium widget-deps vet clean
+.PHONY: run test bench build deps geodb chromium widget-deps lint clean
 
 build: bin/assent
 
@@ -40,11 +40,15 @@ deps: geodb chromium widget-deps
 run: geodb bin/assent
 	./bin/assent serve --demo --data data --geoip $(GEO_DB)
 
-vet:
+# gofmt, go vet and staticcheck (pinned, fetched through the Go module proxy).
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path '*/node_modules/*')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
-test: deps
-	$(GO) vet ./...
+test: deps lint
 	cd widget && npx --no-install tsc --noEmit -p .
 	cd widget && npx --no-install tsc --noEmit -p ../server/console
 	$(GO) test -race -count=1 -timeout 30m ./...
