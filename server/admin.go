@@ -44,15 +44,20 @@ func (s *Server) audit(c echo.Context, action, detail string) error {
 	return nil
 }
 
-func (s *Server) handleListSites(c echo.Context) error {
-	sites, err := s.store.Sites()
+// listJSON answers a list, as [] rather than null when it is empty.
+func listJSON[T any](c echo.Context, list []T, err error) error {
 	if err != nil {
 		return err
 	}
-	if sites == nil {
-		sites = []store.Site{}
+	if list == nil {
+		list = []T{}
 	}
-	return c.JSON(http.StatusOK, sites)
+	return c.JSON(http.StatusOK, list)
+}
+
+func (s *Server) handleListSites(c echo.Context) error {
+	sites, err := s.store.Sites()
+	return listJSON(c, sites, err)
 }
 
 func (s *Server) handleGetSite(c echo.Context) error {
@@ -185,13 +190,7 @@ func (s *Server) handleBackup(c echo.Context) error {
 
 func (s *Server) handleListTokens(c echo.Context) error {
 	toks, err := s.store.Tokens()
-	if err != nil {
-		return err
-	}
-	if toks == nil {
-		toks = []store.Token{}
-	}
-	return c.JSON(http.StatusOK, toks)
+	return listJSON(c, toks, err)
 }
 
 func (s *Server) handleCreateToken(c echo.Context) error {
