@@ -913,3 +913,37 @@ func TestWidgetSignupTriggers(t *testing.T) {
 	)
 	until(t, ctx2, "the signup popup on exit intent", `(d => d && d.querySelector('input[name=email]'))(`+root+`.querySelector('[role=dialog]'))`)
 }
+
+// Gated elements that a single-page app adds after load wait for their
+// purpose like the others, and run at once when it is already granted.
+func TestWidgetGatesElementsAddedLater(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.site(widgetSite("shop"))
+	page := e.host.page("/", e.embed("shop", "en", `<script>
+window.addGated = (purpose, name) => {
+  const s = document.createElement('script')
+  s.type = 'text/plain'
+  s.dataset.assent = purpose
+  s.text = "window.ran = (window.ran || []).concat('" + name + "')"
+  document.body.append(s)
+}</script>`))
+	e.setVisitor(ipGermany)
+	ctx := browser(t)
+	do(t, ctx, chromedp.Navigate(page))
+	dialogShown(t, ctx)
+	js[any](t, ctx, `addGated('analytics', 'before-choice')`)
+	time.Sleep(300 * time.Millisecond)
+	if js[bool](t, ctx, `!!window.ran`) {
+		t.Fatalf("a late gated script ran before any choice: %v", js[any](t, ctx, `window.ran`))
+	}
+	click(t, ctx, `[data-assent-purpose="analytics"]`)
+	click(t, ctx, `[data-assent-action="save"]`)
+	until(t, ctx, "the waiting script", `window.ran && window.ran.length == 1`)
+	js[any](t, ctx, `addGated('analytics', 'after-grant')`)
+	js[any](t, ctx, `addGated('marketing', 'not-granted')`)
+	until(t, ctx, "the script added after the grant", `window.ran.length == 2`)
+	time.Sleep(300 * time.Millisecond)
+	if got := js[[]string](t, ctx, `window.ran`); strings.Join(got, ",") != "before-choice,after-grant" {
+		t.Errorf("ran %v, want before-choice then after-grant, and nothing for marketing", got)
+	}
+}

@@ -21,9 +21,17 @@ const wake = (el: HTMLElement) =>
     if (!s.src) done()
   })
 
-export const gate = (granted: (id: string) => boolean) =>
+let watching = 0
+
+// gate wakes every gated element whose purposes are granted, and from its
+// first call on watches the page, so elements a single-page app adds later
+// are gated the same way.
+export const gate = (granted: (id: string) => boolean): void => {
+  watching++ ||
+    new MutationObserver(() => gate(granted)).observe(document.documentElement, { childList: true, subtree: true })
   document.querySelectorAll<HTMLElement>('script[type="text/plain"][data-assent],iframe[data-assent][data-src]').forEach(el => {
     if (el.hasAttribute('data-assent-queued') || !el.getAttribute('data-assent')!.split(/\s+/).every(granted)) return
     el.setAttribute('data-assent-queued', '')
     queue = queue.then(() => wake(el))
   })
+}
