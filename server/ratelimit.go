@@ -32,10 +32,15 @@ func newRateLimiter(rate float64) *rateLimiter {
 	return &rateLimiter{rate: rate, burst: math.Max(5, 2*rate), buckets: map[netip.Addr]*bucket{}, now: time.Now}
 }
 
-// allow takes a token for addr, or says how long until one is free.
+// allow takes a token for addr, or says how long until one is free. An
+// IPv6 client is limited by its /64, the block one subscriber gets, so that
+// hopping between its addresses does not multiply its rate.
 func (l *rateLimiter) allow(addr netip.Addr) (bool, time.Duration) {
 	if l.rate <= 0 {
 		return true, 0
+	}
+	if addr = addr.Unmap(); addr.Is6() {
+		addr = netip.PrefixFrom(addr, 64).Masked().Addr()
 	}
 	now := l.now()
 	l.mu.Lock()
