@@ -23,7 +23,7 @@ var options = map[string]option{
 	"geoip":           {"geoip", "", "country database (.mmdb): ip-location-db or MaxMind GeoIP2/GeoLite2 Country/City; empty = data/geo-whois-asn-country.mmdb if present, else every country is unknown (opt-in)"},
 	"trusted-proxies": {"trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed (e.g. 10.0.0.0/8,127.0.0.1)"},
 	"country-header":  {"country-header", "", "a CDN's country header (e.g. CF-IPCountry), believed only from a trusted proxy"},
-	"rate-limit":      {"rate-limit", "10", "writes per second per client address (0 = off)"},
+	"rate-limit":      {"rate-limit", "10", "writes per second per client address, IPv6 per /64 (0 = off)"},
 	"demo":            {"demo", "false", "serve the demo page at / with a demo site and a demo-only country switch"},
 	"dev":             {"dev", "false", "read widget/ from disk and rebuild it on change"},
 	"public-url":      {"public-url", "", "this server's public base URL, for unsubscribe links (default: from the request)"},
