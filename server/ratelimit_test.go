@@ -25,7 +25,8 @@ func TestRateLimiter(t *testing.T) {
 		t.Error("another IPv4 address shares the first one's bucket")
 	}
 	now = now.Add(time.Second)
-	if !take("203.0.113.7") || !take("203.0.113.7") || take("203.0.113.7") {
+	first, second, third := take("203.0.113.7"), take("203.0.113.7"), take("203.0.113.7")
+	if !first || !second || third {
 		t.Error("a second refills two writes, no more")
 	}
 
