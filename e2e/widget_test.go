@@ -23,6 +23,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/assent/assent/server"
 	"github.com/assent/assent/store"
 )
 
@@ -31,18 +32,7 @@ const root = `document.querySelector('#assent').shadowRoot`
 
 // widgetSite has a banner and a signup form: two optional cookie purposes,
 // a necessary one, and a newsletter that a signup must tick.
-func widgetSite(id string) store.Site {
-	return store.Site{
-		ID: id, Name: "Example Shop",
-		Modes: []string{"banner", "signup"},
-		Purposes: []store.Purpose{
-			{ID: "necessary", Required: true},
-			{ID: "analytics", ConsentMode: []string{"analytics_storage"}},
-			{ID: "marketing", ConsentMode: []string{"ad_storage", "ad_user_data", "ad_personalization"}},
-			{ID: "newsletter", Signup: true, RequiredForSignup: true},
-		},
-	}
-}
+func widgetSite(id string) store.Site { return server.ExampleSite(id, nil) }
 
 // positioned creates a site of its own with the banner at pos.
 func (e *env) positioned(pos string) store.Site {

@@ -15,11 +15,13 @@ import (
 // demoSiteID is the site `assent serve --demo` creates and its page embeds.
 const demoSiteID = "demo"
 
-// DemoSite is the demo's site config: every mode, the usual purposes.
-func DemoSite(origins []string) store.Site {
-	yes := true
+// ExampleSite is the usual shop: a necessary purpose, analytics and
+// marketing mapped to Consent Mode, and a newsletter that a signup must
+// tick, with the banner and the signup form. The demo serves it; tests
+// build on it.
+func ExampleSite(id string, origins []string) store.Site {
 	return store.Site{
-		ID: demoSiteID, Name: "Assent demo shop", Origins: origins,
+		ID: id, Name: "Example Shop", Origins: origins,
 		Modes: []string{"banner", "signup"},
 		Purposes: []store.Purpose{
 			{ID: "necessary", Required: true},
@@ -27,9 +29,17 @@ func DemoSite(origins []string) store.Site {
 			{ID: "marketing", ConsentMode: []string{"ad_storage", "ad_user_data", "ad_personalization"}},
 			{ID: "newsletter", Signup: true, RequiredForSignup: true},
 		},
-		Theme:          store.Theme{Scheme: "auto", Position: "bar-bottom", Brand: "#0b57d0", Radius: "8px"},
-		SettingsButton: &yes,
 	}
+}
+
+// DemoSite is the demo's site config: the example shop with its look.
+func DemoSite(origins []string) store.Site {
+	yes := true
+	s := ExampleSite(demoSiteID, origins)
+	s.Name = "Assent demo shop"
+	s.Theme = store.Theme{Scheme: "auto", Position: "bar-bottom", Brand: "#0b57d0", Radius: "8px"}
+	s.SettingsButton = &yes
+	return s
 }
 
 // applyDemoLook lets the demo page show every position and theme without

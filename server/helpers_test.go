@@ -82,18 +82,7 @@ func newTestServerLog(t testing.TB, cfg *Config, log *slog.Logger) *testServer {
 	return ts
 }
 
-func testSite() store.Site {
-	return store.Site{
-		ID: "shop", Name: "Example Shop", Origins: []string{shopOrigin},
-		Modes: []string{"banner", "signup"},
-		Purposes: []store.Purpose{
-			{ID: "necessary", Required: true},
-			{ID: "analytics", ConsentMode: []string{"analytics_storage"}},
-			{ID: "marketing", ConsentMode: []string{"ad_storage", "ad_user_data", "ad_personalization"}},
-			{ID: "newsletter", Signup: true, RequiredForSignup: true},
-		},
-	}
-}
+func testSite() store.Site { return ExampleSite("shop", []string{shopOrigin}) }
 
 func (ts *testServer) createSite(s store.Site) {
 	ts.t.Helper()
