@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"sync"
+	"path/filepath"
 
 	"github.com/labstack/echo/v4"
 
@@ -22,14 +22,24 @@ import (
 const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
 	"connect-src 'self'; img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// consoleAssets are the admin console's page and script, built once from
-// the embedded sources the first time the console is asked for.
+// consoleAssets are the admin console's page and script, built at start
+// like the widget (and again on change with --dev).
 type consoleAssets struct {
 	page, js []byte
 	etag     string
 }
 
-var buildConsole = sync.OnceValues(func() (*consoleAssets, error) { return buildConsoleAssets(console.FS) })
+// consoleSource is the console's sources: embedded, or with --dev the
+// folder on disk.
+func consoleSource(cfg Config) fs.FS {
+	if !cfg.Dev {
+		return console.FS
+	}
+	if cfg.DevConsoleDir != "" {
+		return osDirFS(cfg.DevConsoleDir)
+	}
+	return osDirFS(filepath.Join("server", "console"))
+}
 
 // buildConsoleAssets builds the console from fsys (server/console): the
 // stylesheet goes inline into the page, the TypeScript is bundled by esbuild.
@@ -55,19 +65,13 @@ func buildConsoleAssets(fsys fs.FS) (*consoleAssets, error) {
 }
 
 func (s *Server) handleConsole(c echo.Context) error {
-	a, err := buildConsole()
-	if err != nil {
-		return err
-	}
+	a := s.console.get()
 	c.Response().Header().Set("Content-Security-Policy", consoleCSP)
 	return c.HTMLBlob(http.StatusOK, a.page)
 }
 
 func (s *Server) handleConsoleScript(c echo.Context) error {
-	a, err := buildConsole()
-	if err != nil {
-		return err
-	}
+	a := s.console.get()
 	c.Response().Header().Set("ETag", a.etag)
 	return c.Blob(http.StatusOK, "text/javascript; charset=utf-8", a.js)
 }

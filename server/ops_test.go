@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/assent/assent/server/console"
 	"github.com/assent/assent/widget"
 )
 
@@ -39,11 +40,14 @@ func TestLogsCarryNoPersonalData(t *testing.T) {
 
 // With --dev the widget is read from disk and rebuilt when a file changes.
 func TestDevRebuildsOnChange(t *testing.T) {
-	dir := t.TempDir()
+	dir, consoleDir := t.TempDir(), t.TempDir()
 	if err := copyFS(dir, widget.FS); err != nil {
 		t.Fatal(err)
 	}
-	ts := newTestServer(t, &Config{Dev: true, DevDir: dir})
+	if err := copyFS(consoleDir, console.FS); err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServer(t, &Config{Dev: true, DevDir: dir, DevConsoleDir: consoleDir})
 	before := ts.do(http.MethodGet, "/w/shop.js", nil, map[string]string{"Accept-Encoding": "identity"})
 
 	main := filepath.Join(dir, "src", "main.ts")
@@ -65,6 +69,15 @@ func TestDevRebuildsOnChange(t *testing.T) {
 	broken := ts.do(http.MethodGet, "/w/shop.js", nil, map[string]string{"Accept-Encoding": "identity"})
 	if broken.StatusCode != 200 || !strings.Contains(string(broken.body), "rebuilt-41") {
 		t.Errorf("a broken edit broke the served widget: %d", broken.StatusCode)
+	}
+
+	// The admin console is rebuilt the same way.
+	css := filepath.Join(consoleDir, "console.css")
+	b, _ := os.ReadFile(css)
+	os.WriteFile(css, append(b, []byte("\n.dev-marker-42{color:red}\n")...), 0o644)
+	os.Chtimes(css, later, later)
+	if page := ts.do(http.MethodGet, "/admin/", nil, nil); !strings.Contains(string(page.body), "dev-marker-42") {
+		t.Error("the changed console stylesheet was not rebuilt")
 	}
 }
 

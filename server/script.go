@@ -68,7 +68,7 @@ func WidgetScript(js []byte, build string, site store.Site) []byte {
 // script returns the served script for site, made once per site version.
 func (b *bundles) script(site store.Site) *servedScript {
 	w := b.widget()
-	key := site.ID + "|" + site.UpdatedAt.String() + "|" + site.PolicyVersion + "|" + jsonString(site.Theme)
+	key := w.Hash + "|" + site.ID + "|" + site.UpdatedAt.String() + "|" + site.PolicyVersion + "|" + jsonString(site.Theme)
 	b.mu.Lock()
 	sc := b.perSite[key]
 	b.mu.Unlock()

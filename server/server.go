@@ -34,22 +34,24 @@ type Config struct {
 	CountryHeader  string // e.g. CF-IPCountry; honoured only from a trusted peer
 	RateLimit      float64
 	Demo           bool
-	Dev            bool   // read widget/ from disk and rebuild on change
+	Dev            bool   // read widget/ and server/console/ from disk and rebuild on change
 	DevDir         string // the widget folder for Dev, default "widget"
+	DevConsoleDir  string // the console folder for Dev, default "server/console"
 	PublicURL      string // base for unsubscribe links; "" = from the request
 }
 
 // Server is the HTTP server and its dependencies.
 type Server struct {
-	cfg    Config
-	store  *store.Store
-	geo    *geo.Locator
-	log    *slog.Logger
-	echo   *echo.Echo
-	texts  *texts
-	limit  *rateLimiter
-	met    *metrics
-	bundle *bundles
+	cfg     Config
+	store   *store.Store
+	geo     *geo.Locator
+	log     *slog.Logger
+	echo    *echo.Echo
+	texts   *texts
+	limit   *rateLimiter
+	met     *metrics
+	bundle  *bundles
+	console *built[*consoleAssets]
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -74,15 +76,20 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 	if err != nil {
 		return nil, err
 	}
+	cons, err := newBuilt(consoleSource(cfg), cfg.Dev, log, buildConsoleAssets)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg:    cfg,
-		store:  st,
-		geo:    loc,
-		log:    log,
-		texts:  tx,
-		limit:  newRateLimiter(cfg.RateLimit),
-		met:    newMetrics(st),
-		bundle: b,
+		cfg:     cfg,
+		store:   st,
+		geo:     loc,
+		log:     log,
+		texts:   tx,
+		limit:   newRateLimiter(cfg.RateLimit),
+		met:     newMetrics(st),
+		bundle:  b,
+		console: cons,
 	}
 	s.echo = s.routes()
 	return s, nil
@@ -162,46 +169,66 @@ func (s *Server) decide(c echo.Context, site store.Site) decision {
 	return d
 }
 
-// bundles keeps the built widget and, per site, the served script with its
-// compressed forms and ETag, made once per site version.
-type bundles struct {
-	src fs.FS
-	dev bool
-	log *slog.Logger
+// built is something made from source files — the widget bundle, the admin
+// console — once at start, and with --dev again whenever a source file
+// changes. A failed rebuild is logged and the last good build kept.
+type built[T any] struct {
+	src  fs.FS
+	make func(fs.FS) (T, error)
+	dev  bool
+	log  *slog.Logger
 
-	mu      sync.Mutex
-	w       build.Bundle
-	stamp   string // dev: the sources' modification stamp of w
-	perSite map[string]*servedScript
+	mu    sync.Mutex
+	v     T
+	stamp string // dev: the sources' modification stamp of v
 }
 
-func newBundles(src fs.FS, dev bool, log *slog.Logger) (*bundles, error) {
-	w, err := build.Widget(src)
+func newBuilt[T any](src fs.FS, dev bool, log *slog.Logger, make func(fs.FS) (T, error)) (*built[T], error) {
+	v, err := make(src)
 	if err != nil {
 		return nil, err
 	}
-	b := &bundles{src: src, dev: dev, log: log, w: w, perSite: map[string]*servedScript{}}
+	b := &built[T]{src: src, make: make, dev: dev, log: log, v: v}
 	if dev {
 		b.stamp = modStamp(src)
 	}
 	return b, nil
 }
 
-func (b *bundles) widget() build.Bundle {
+func (b *built[T]) get() T {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dev {
 		if st := modStamp(b.src); st != b.stamp {
-			if w, err := build.Widget(b.src); err == nil {
-				b.w, b.stamp, b.perSite = w, st, map[string]*servedScript{}
+			b.stamp = st
+			if v, err := b.make(b.src); err == nil {
+				b.v = v
 			} else {
 				b.log.Error("dev rebuild failed; serving the previous build", "err", err.Error())
-				b.stamp = st
 			}
 		}
 	}
-	return b.w
+	return b.v
 }
+
+// bundles keeps the built widget and, per site, the served script with its
+// compressed forms and ETag, made once per site version and widget build.
+type bundles struct {
+	w *built[build.Bundle]
+
+	mu      sync.Mutex
+	perSite map[string]*servedScript
+}
+
+func newBundles(src fs.FS, dev bool, log *slog.Logger) (*bundles, error) {
+	w, err := newBuilt(src, dev, log, build.Widget)
+	if err != nil {
+		return nil, err
+	}
+	return &bundles{w: w, perSite: map[string]*servedScript{}}, nil
+}
+
+func (b *bundles) widget() build.Bundle { return b.w.get() }
 
 func jsonString(v any) string {
 	out, _ := json.Marshal(v)

@@ -25,7 +25,7 @@ var options = map[string]option{
 	"country-header":  {"country-header", "", "a CDN's country header (e.g. CF-IPCountry), believed only from a trusted proxy"},
 	"rate-limit":      {"rate-limit", "10", "writes per second per client address, IPv6 per /64 (0 = off)"},
 	"demo":            {"demo", "false", "serve the demo page at / with a demo site and a demo-only country switch"},
-	"dev":             {"dev", "false", "read widget/ from disk and rebuild it on change"},
+	"dev":             {"dev", "false", "read widget/ and server/console/ from disk and rebuild on change (run from the checkout)"},
 	"public-url":      {"public-url", "", "this server's public base URL, for unsubscribe links (default: from the request)"},
 	"geo-poll":        {"geo-poll", "30s", "how often to look for a changed country database (0 = only on SIGHUP)"},
 	"retention-every": {"retention-every", "1h", "how often the retention purge runs"},
