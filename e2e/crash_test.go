@@ -33,6 +33,25 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// binaryWithSite builds the binary and makes a fresh ledger holding one
+// site, created with `assent site create` as an admin would.
+func binaryWithSite(t *testing.T, siteJSON string) (bin, data string) {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = t.TempDir()
+	site := filepath.Join(t.TempDir(), "site.json")
+	if err := os.WriteFile(site, []byte(siteJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "site", "create", "--data", data, "--file", site).CombinedOutput(); err != nil {
+		t.Fatalf("site create: %v %s", err, out)
+	}
+	return bin, data
+}
+
 // startBinary runs `assent serve` as a child process on a random loopback
 // port and returns its base URL once it listens.
 func startBinary(t *testing.T, bin, data string, extra ...string) (*exec.Cmd, string) {
@@ -75,16 +94,7 @@ func startCmd(t *testing.T, cmd *exec.Cmd) string {
 // record it acknowledged, and every chain still verifies. Several rounds,
 // each on the ledger the previous round left.
 func TestKill9LosesNothingAcknowledged(t *testing.T) {
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := t.TempDir()
-	site := filepath.Join(t.TempDir(), "site.json")
-	os.WriteFile(site, []byte(`{"id":"shop","origins":["https://shop.example"],"purposes":[{"id":"necessary","required":true},{"id":"newsletter","signup":true,"required_for_signup":true}]}`), 0o600)
-	if out, err := exec.Command(bin, "site", "create", "--data", data, "--file", site).CombinedOutput(); err != nil {
-		t.Fatalf("site create: %v %s", err, out)
-	}
+	bin, data := binaryWithSite(t, `{"id":"shop","origins":["https://shop.example"],"purposes":[{"id":"necessary","required":true},{"id":"newsletter","signup":true,"required_for_signup":true}]}`)
 
 	acked := map[string]bool{}
 	const rounds = 4
@@ -156,16 +166,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 // A record survives a clean restart, and a ledger held by a running server
 // gives the CLI a one-line error naming --server instead of a hang.
 func TestRestartAndHeldLedger(t *testing.T) {
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := t.TempDir()
-	site := filepath.Join(t.TempDir(), "site.json")
-	os.WriteFile(site, []byte(`{"id":"shop","origins":["https://shop.example"],"purposes":[{"id":"analytics"}]}`), 0o600)
-	if out, err := exec.Command(bin, "site", "create", "--data", data, "--file", site).CombinedOutput(); err != nil {
-		t.Fatalf("site create: %v %s", err, out)
-	}
+	bin, data := binaryWithSite(t, `{"id":"shop","origins":["https://shop.example"],"purposes":[{"id":"analytics"}]}`)
 	cmd, base := startBinary(t, bin, data)
 	resp, err := http.Post(base+"/v1/sites/shop/consents", "application/json", strings.NewReader(`{"choices":{"analytics":true}}`))
 	if err != nil || resp.StatusCode != http.StatusCreated {

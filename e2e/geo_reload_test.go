@@ -47,18 +47,9 @@ func writeCountryDB(t *testing.T, path, cidr, country string) {
 // to US, and returns a function giving the decision's country for 8.8.8.8.
 func geoServer(t *testing.T, poll string) (db string, cmd *exec.Cmd, country func() (string, int)) {
 	t.Helper()
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := t.TempDir()
+	bin, data := binaryWithSite(t, `{"id":"shop","origins":["https://shop.example"],"purposes":[{"id":"analytics"}]}`)
 	db = filepath.Join(t.TempDir(), "country.mmdb")
 	writeCountryDB(t, db, "8.8.8.0/24", "US")
-	site := filepath.Join(t.TempDir(), "site.json")
-	os.WriteFile(site, []byte(`{"id":"shop","origins":["https://shop.example"],"purposes":[{"id":"analytics"}]}`), 0o600)
-	if out, err := exec.Command(bin, "site", "create", "--data", data, "--file", site).CombinedOutput(); err != nil {
-		t.Fatalf("site create: %v %s", err, out)
-	}
 	cmd = exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--geoip", db,
 		"--trusted-proxies", "127.0.0.1", "--geo-poll", poll, "--log-level", "error")
 	base := startCmd(t, cmd)
