@@ -200,26 +200,11 @@ func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 	return string(body[2 : 2+int(b[1])]), bytes.Clone(body[2+int(b[1]):]), nil
 }
 
-// Unsubscribe checks an unsubscribe token (ErrBadToken; ErrNotFound for a
-// site that is gone) and appends a "withdraw" record, source "unsubscribe",
-// denying the site's signup purposes for the person it names. meta carries
-// what the server knows of the request (IP, user agent, page, country,
-// regime, …). The record carries the address from the person's latest record
-// on the site; when none holds it any more (erased or purged) the record
-// names the person by digest only and is marked erased.
-func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
-	siteID, subject, err := s.parseUnsubscribeToken(token)
-	if err != nil {
-		return Record{}, err
-	}
-	site, err := s.Site(siteID)
-	if err != nil {
-		return Record{}, fmt.Errorf("site %q: %w", siteID, err)
-	}
-	recs, err := s.subjectRecords(subject)
-	if err != nil {
-		return Record{}, err
-	}
+// UnsubscribeRecord is the withdraw record an unsubscribe asks for on site,
+// given every record of the person (oldest first) and what the server knows
+// of the request (meta); its Erased is set when no record still holds the
+// address, so that it names the person by digest only.
+func UnsubscribeRecord(site Site, recs []Record, meta Record) Record {
 	rec := meta
 	rec.Site, rec.Event, rec.Source, rec.Basis = site.ID, "withdraw", "unsubscribe", "explicit"
 	rec.Email, rec.Erased = "", false
@@ -240,5 +225,29 @@ func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Rec
 			rec.Choices[p.ID] = "denied"
 		}
 	}
+	return rec
+}
+
+// Unsubscribe checks an unsubscribe token (ErrBadToken; ErrNotFound for a
+// site that is gone) and appends a "withdraw" record, source "unsubscribe",
+// denying the site's signup purposes for the person it names. meta carries
+// what the server knows of the request (IP, user agent, page, country,
+// regime, …). The record carries the address from the person's latest record
+// on the site; when none holds it any more (erased or purged) the record
+// names the person by digest only and is marked erased.
+func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
+	siteID, subject, err := s.parseUnsubscribeToken(token)
+	if err != nil {
+		return Record{}, err
+	}
+	site, err := s.Site(siteID)
+	if err != nil {
+		return Record{}, fmt.Errorf("site %q: %w", siteID, err)
+	}
+	recs, err := s.subjectRecords(subject)
+	if err != nil {
+		return Record{}, err
+	}
+	rec := UnsubscribeRecord(site, recs, meta)
 	return s.enqueue(s.newAppendReq(ctx, rec, subject))
 }

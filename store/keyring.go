@@ -271,3 +271,7 @@ func OptInErased(old []byte) ([]byte, error) {
 	o.PendingIP, o.ConfirmedIP = "", ""
 	return json.Marshal(o)
 }
+
+// Match tells whether q selects r, apart from its time range and email,
+// which a backend's index selects.
+func (q Query) Match(r *Record) bool { return q.match(r) }

@@ -1,0 +1,250 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/assent/assent/store"
+)
+
+// appendReq is one record waiting for the writer.
+type appendReq struct {
+	ctx  context.Context
+	rec  *store.PendingRecord
+	done chan appendResult
+}
+
+type appendResult struct {
+	rec store.Record
+	err error
+}
+
+// Append stores a record durably and returns it as stored, as the bbolt
+// ledger does (store.Store.Append): an error means "not stored", nil means
+// "committed". A database that does not answer gives store.ErrUnavailable.
+func (db *DB) Append(ctx context.Context, rec store.Record) (store.Record, error) {
+	return db.enqueue(ctx, db.Prepare(rec, nil))
+}
+
+func (db *DB) enqueue(ctx context.Context, rec *store.PendingRecord) (store.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Record{}, err
+	}
+	req := &appendReq{ctx: ctx, rec: rec, done: make(chan appendResult, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return store.Record{}, store.ErrClosed
+	}
+	db.queue <- req
+	db.mu.RUnlock()
+	res := <-req.done
+	return res.rec, res.err
+}
+
+// commitTimeout bounds one group commit, so a database that stops answering
+// fails the batch (503) instead of holding every caller.
+const commitTimeout = 15 * time.Second
+
+// writer takes whatever has queued, appends it in one transaction and
+// answers every caller after COMMIT (see the package comment).
+func (db *DB) writer() {
+	defer db.writerW.Done()
+	batch := make([]*appendReq, 0, db.opts.maxBatch)
+	for req := range db.queue {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < db.opts.maxBatch {
+			select {
+			case r, ok := <-db.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commit(batch)
+		for i, n := 0, -1; i < 3 && n != len(db.queue); i++ {
+			n = len(db.queue)
+			runtime.Gosched()
+		}
+	}
+}
+
+func (db *DB) commit(batch []*appendReq) {
+	db.batches.Add(1)
+	db.batched.Add(uint64(len(batch)))
+	results := make([]appendResult, len(batch))
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	err := db.writeBatch(ctx, batch, results)
+	for i, req := range batch {
+		if err != nil && results[i].err == nil {
+			results[i] = appendResult{err: fmt.Errorf("append: %w", wrap(err))}
+		}
+		req.done <- results[i]
+	}
+}
+
+type head struct {
+	count    int64
+	lastID   []byte
+	hash     []byte
+	lastNs   int64
+	changed  bool
+	firstNew int // index into the insert arrays of the site's first new record
+}
+
+func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appendResult) error {
+	live := make([]int, 0, len(batch))
+	var sites []string
+	var signups [][]byte
+	for i, req := range batch {
+		if err := req.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		live = append(live, i)
+		sites = append(sites, req.rec.Site())
+		if req.rec.Source() == "signup" && req.rec.Subject() != nil {
+			signups = append(signups, req.rec.Subject())
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	slices.Sort(sites)
+	sites = slices.Compact(sites)
+	rnd := make([]byte, 8*len(batch))
+	if _, err := rand.Read(rnd); err != nil {
+		return err
+	}
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background())
+
+	// The heads, locked in site order so that replicas never deadlock, the
+	// database clock, and which signups are suppressed: one round trip.
+	b := &pgx.Batch{}
+	heads := map[string]*head{}
+	var dbNow int64
+	b.Queue(`SELECT site, count, last_id, hash, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+		FROM chains WHERE site = ANY($1) ORDER BY site FOR UPDATE`, sites).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			h := &head{}
+			var site string
+			var us int64
+			if err := rows.Scan(&site, &h.count, &h.lastID, &h.hash, &us); err != nil {
+				return err
+			}
+			h.lastNs = store.IDTime(h.lastID)
+			heads[site], dbNow = h, us*1000
+		}
+		return rows.Err()
+	})
+	suppressed := map[string]bool{}
+	if len(signups) > 0 {
+		b.Queue(`SELECT subject FROM suppression WHERE subject = ANY($1)`, signups).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var s []byte
+				if err := rows.Scan(&s); err != nil {
+					return err
+				}
+				suppressed[string(s)] = true
+			}
+			return rows.Err()
+		})
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+
+	var (
+		insSite    []string
+		insID      [][]byte
+		insBody    [][]byte
+		insSubject [][]byte
+		stored     = make([]store.Record, len(batch))
+		w          = &pgx.Batch{}
+	)
+	for _, i := range live {
+		rec := batch[i].rec
+		h := heads[rec.Site()]
+		if h == nil {
+			results[i].err = store.ErrNotFound
+			continue
+		}
+		if rec.Source() == "signup" && suppressed[string(rec.Subject())] {
+			results[i].err = store.ErrSuppressed
+			w.Queue(`INSERT INTO audit (at_ns, token, action, detail) VALUES ($1, $2, 'suppressed_signup', $3)`,
+				db.now().UnixNano(), store.SystemActor, "site="+rec.Site())
+			continue
+		}
+		ns := max(dbNow, h.lastNs+1)
+		r, id, body := rec.Seal(ns, binary.BigEndian.Uint64(rnd[8*i:]), h.hash)
+		h.count++
+		h.lastID, h.hash, h.lastNs, h.changed = id, bytes.Clone(body[len(body)-32:]), ns, true
+		insSite, insID, insBody, insSubject = append(insSite, r.Site), append(insID, id), append(insBody, body), append(insSubject, rec.Subject())
+		stored[i] = r
+	}
+	if len(insID) > 0 {
+		w.Queue(`INSERT INTO records (site, id, body, subject)
+			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])`, insSite, insID, insBody, insSubject)
+		var hSite []string
+		var hCount []int64
+		var hLast, hHash [][]byte
+		for _, site := range sites {
+			if h := heads[site]; h != nil && h.changed {
+				hSite, hCount, hLast, hHash = append(hSite, site), append(hCount, h.count), append(hLast, h.lastID), append(hHash, h.hash)
+			}
+		}
+		w.Queue(`UPDATE chains c SET count = v.count, last_id = v.last_id, hash = v.hash
+			FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(site, count, last_id, hash)
+			WHERE c.site = v.site`, hSite, hCount, hLast, hHash)
+	}
+	if w.Len() > 0 {
+		if err := tx.SendBatch(ctx, w).Close(); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	for _, i := range live {
+		if results[i].err == nil {
+			results[i].rec = stored[i]
+		}
+	}
+	return nil
+}
+
+// Unsubscribe checks an unsubscribe token and appends the withdraw record
+// it asks for, as store.Store.Unsubscribe does.
+func (db *DB) Unsubscribe(ctx context.Context, token string, meta store.Record) (store.Record, error) {
+	siteID, subject, err := db.ParseUnsubscribeTokenDigest(token)
+	if err != nil {
+		return store.Record{}, err
+	}
+	site, err := db.Site(ctx, siteID)
+	if err != nil {
+		return store.Record{}, fmt.Errorf("site %q: %w", siteID, err)
+	}
+	recs, err := db.subjectRecords(ctx, subject)
+	if err != nil {
+		return store.Record{}, err
+	}
+	rec := store.UnsubscribeRecord(site, recs, meta)
+	return db.enqueue(ctx, db.Prepare(rec, subject))
+}
