@@ -171,13 +171,13 @@ const unsubscribeVersion = 1
 
 // UnsubscribeToken makes the token of an unsubscribe link for a person's
 // signup on a site.
-func (s *Store) UnsubscribeToken(site, email string) string {
+func (s *Keyring) UnsubscribeToken(site, email string) string {
 	b := append([]byte{unsubscribeVersion, byte(len(site))}, site...)
 	b = append(b, s.subjectDigest(email)...)
 	return base64.RawURLEncoding.EncodeToString(append(b, s.unsubscribeMAC(b)...))
 }
 
-func (s *Store) unsubscribeMAC(b []byte) []byte {
+func (s *Keyring) unsubscribeMAC(b []byte) []byte {
 	m := hmac.New(sha256.New, s.unsubscribeKey)
 	m.Write(b)
 	return m.Sum(nil)[:16]
@@ -186,12 +186,12 @@ func (s *Store) unsubscribeMAC(b []byte) []byte {
 // ParseUnsubscribeToken checks a token and returns the site it names and
 // the hex keyed digest of the address (never the address); a forged or
 // damaged token gives ErrBadToken.
-func (s *Store) ParseUnsubscribeToken(token string) (site, subject string, err error) {
+func (s *Keyring) ParseUnsubscribeToken(token string) (site, subject string, err error) {
 	site, digest, err := s.parseUnsubscribeToken(token)
 	return site, hexOrEmpty(digest), err
 }
 
-func (s *Store) parseUnsubscribeToken(token string) (string, []byte, error) {
+func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) < 2 || b[0] != unsubscribeVersion || len(b) != 2+int(b[1])+32+16 {
 		return "", nil, ErrBadToken

@@ -133,7 +133,7 @@ func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) 
 // does not depend on the chain, so the single writer does as little as it
 // can. subject overrides the email digest for records that name a person
 // only by digest (an unsubscribe of an erased address).
-func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
+func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
 	rec.Email = NormalizeEmail(rec.Email)
 	rec.IP = truncateIPString(rec.IP)
 	for _, p := range rec.strings() {

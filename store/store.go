@@ -73,7 +73,6 @@
 package store
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
@@ -208,10 +207,7 @@ type Store struct {
 	opts Options
 	now  func() time.Time
 
-	digester       *digester // keyed digests of personal fields and addresses
-	unsubscribeKey []byte
-	signingKey     ed25519.PrivateKey
-	kid            string
+	*Keyring // digests of personal fields, receipts, unsubscribe tokens
 
 	notices sync.Map // "sha256:…" -> struct{}: notices known to be stored
 
@@ -392,11 +388,9 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			return fmt.Errorf("ledger %s: %w (missing bucket %q)", s.path, ErrCorrupt, name)
 		}
 	}
-	s.digester = newDigester(bytes.Clone(digestKey))
-	s.unsubscribeKey = bytes.Clone(unsubscribeKey)
-	s.signingKey = ed25519.NewKeyFromSeed(seed)
-	s.kid = jwkThumbprint(s.signingKey.Public().(ed25519.PublicKey))
-	return nil
+	var err error
+	s.Keyring, err = NewKeyring(Keys{Digest: digestKey, Signing: seed, Unsubscribe: unsubscribeKey}, s.now)
+	return err
 }
 
 // Close waits for the queued records to be committed, then closes the file.
