@@ -82,6 +82,9 @@ func (s *Store) Erase(email string) (ErasureReport, error) {
 		if err := updateOptIn(tx, subject, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
 			return err
 		}
+		if err := eraseOutbox(tx, subject, s.now()); err != nil {
+			return err
+		}
 		sup := tx.Bucket(bucketSuppression)
 		if v := sup.Get(subject); v != nil {
 			var old suppression
@@ -249,5 +252,6 @@ func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Rec
 		return Record{}, err
 	}
 	rec := UnsubscribeRecord(site, recs, meta)
-	return s.enqueue(s.newAppendReq(ctx, rec, subject))
+	res := s.enqueue(s.newAppendReq(ctx, rec, subject))
+	return res.rec, res.err
 }

@@ -3,7 +3,7 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 1):
+// Bucket layout (schema version 2; version 1 had no outbox):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -30,6 +30,15 @@
 //	  <name>              {"hash":sha256 of the token,"created_at":…}
 //	audit/                append-only, FillPercent 0.95
 //	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
+//	outbox/               what must be sent: mails, webhook deliveries (outbox.go)
+//	  items/     <seq 8>                    OutboxItem as JSON; seq = creation order
+//	  due/       <next attempt ns 8><seq 8> queued items, by due time
+//	  queue/     <group><seq 8>             queued ordered items of each group
+//	  groups/    <group><seq 8>             every item of each group (caps, lists)
+//	  sites/     <len 1><site id><seq 8>    every item of each site
+//	  subjects/  <email digest 32><seq 8>   items about a person (erasure)
+//	  counts                                {"mail":{"queued":n,"sent":n,"failed":n},…}
+//	                                        where <group> = <len 1><kind><len 1><key>
 //
 // Records and their proof (codec.go): a record's id is 26 Crockford base32
 // characters that read as a ULID and carry recorded_at to the nanosecond, so
@@ -48,6 +57,19 @@
 // batch, and every caller is answered only after that commit (see Append).
 // Other writes (sites, erasure, tokens, audit) are rare and use their own
 // transactions.
+//
+// The outbox is the ledger's durable queue of messages to the outside world
+// (kind "mail": confirmation mails; kind "webhook": deliveries). AppendWith
+// writes a record's items in the record's own group-commit transaction, so
+// after a crash an item exists if and only if its record does, and nothing
+// acknowledged is left unsent. Each item has a kind, a site, a group key (a
+// recipient digest, an endpoint id), a JSON payload, a state (queued, sent,
+// failed), its attempts, last error and next attempt time. Senders take due
+// items with OutboxDue — for ordered items only the oldest queued one of
+// each group, so deliveries to one endpoint keep record order — and report
+// each try with OutboxAttempt (sent, retry at, or failed). OutboxList serves
+// admins, OutboxCounts metrics. Erasure blanks the payloads of a person's
+// items and gives up the queued ones.
 package store
 
 import (
@@ -80,9 +102,12 @@ var (
 	bucketSuppression = []byte("suppression")
 	bucketTokens      = []byte("tokens")
 	bucketAudit       = []byte("audit")
+	bucketOutbox      = []byte("outbox")
 
-	allBuckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
+	// schema1Buckets are the top-level buckets of schema version 1.
+	schema1Buckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
 		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
+	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox)
 )
 
 // Keys in the meta bucket.
@@ -98,18 +123,19 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
 // version, so a failed migration leaves the file as it was.
 var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
+	1: migrateOutbox,
 }
 
 // migrateCreate makes the buckets and the keys of a new ledger.
 func migrateCreate(tx *bolt.Tx) error {
-	for _, name := range allBuckets {
+	for _, name := range schema1Buckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -192,6 +218,8 @@ type Store struct {
 	lastNs  int64 // writer goroutine only: time of the last record id
 
 	batches, batched atomic.Uint64 // group commits made, records in them
+
+	outboxWake chan struct{} // see OutboxWake
 }
 
 // Open opens the ledger at path, creating it (mode 0600) and its buckets if
@@ -222,7 +250,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path, opts: opts, now: now}
+	s := &Store{db: db, path: path, opts: opts, now: now, outboxWake: make(chan struct{}, 1)}
 	if err := guard(s.prepare); err != nil {
 		db.Close()
 		return nil, err

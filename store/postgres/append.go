@@ -17,37 +17,39 @@ import (
 
 // appendReq is one record waiting for the writer.
 type appendReq struct {
-	ctx  context.Context
-	rec  *store.PendingRecord
-	done chan appendResult
+	ctx    context.Context
+	rec    *store.PendingRecord
+	outbox func(store.Record) ([]store.OutboxItem, error)
+	done   chan appendResult
 }
 
 type appendResult struct {
-	rec store.Record
-	err error
+	rec    store.Record
+	outbox []store.OutboxItem
+	err    error
 }
 
 // Append stores a record durably and returns it as stored, as the bbolt
 // ledger does (store.Store.Append): an error means "not stored", nil means
 // "committed". A database that does not answer gives store.ErrUnavailable.
 func (db *DB) Append(ctx context.Context, rec store.Record) (store.Record, error) {
-	return db.enqueue(ctx, db.Prepare(rec, nil))
+	res := db.enqueueReq(ctx, db.Prepare(rec, nil), nil)
+	return res.rec, res.err
 }
 
-func (db *DB) enqueue(ctx context.Context, rec *store.PendingRecord) (store.Record, error) {
+func (db *DB) enqueueReq(ctx context.Context, rec *store.PendingRecord, outbox func(store.Record) ([]store.OutboxItem, error)) appendResult {
 	if err := ctx.Err(); err != nil {
-		return store.Record{}, err
+		return appendResult{err: err}
 	}
-	req := &appendReq{ctx: ctx, rec: rec, done: make(chan appendResult, 1)}
+	req := &appendReq{ctx: ctx, rec: rec, outbox: outbox, done: make(chan appendResult, 1)}
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
-		return store.Record{}, store.ErrClosed
+		return appendResult{err: store.ErrClosed}
 	}
 	db.queue <- req
 	db.mu.RUnlock()
-	res := <-req.done
-	return res.rec, res.err
+	return <-req.done
 }
 
 // commitTimeout bounds one group commit, so a database that stops answering
@@ -198,6 +200,26 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		h.lastID, h.hash, h.lastNs, h.changed = id, bytes.Clone(body[len(body)-32:]), ns, true
 		insSite, insID, insBody, insSubject = append(insSite, r.Site), append(insID, id), append(insBody, body), append(insSubject, rec.Subject())
 		stored[i] = r
+		if batch[i].outbox == nil {
+			continue
+		}
+		items, err := batch[i].outbox(r)
+		if err != nil {
+			return fmt.Errorf("outbox items of a %s record: %w", r.Event, err)
+		}
+		for _, it := range items {
+			it.Record = r.ID
+			if it.Site == "" {
+				it.Site = r.Site
+			}
+			ok, err := addItem(ctx, tx, &it, rec.Subject(), r.RecordedAt)
+			if err != nil {
+				return fmt.Errorf("outbox item of a %s record: %w", r.Event, err)
+			}
+			if ok {
+				results[i].outbox = append(results[i].outbox, it)
+			}
+		}
 	}
 	if len(insID) > 0 {
 		w.Queue(`INSERT INTO records (site, id, body, subject)
@@ -222,10 +244,15 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
+	queued := false
 	for _, i := range live {
 		if results[i].err == nil {
 			results[i].rec = stored[i]
+			queued = queued || len(results[i].outbox) > 0
 		}
+	}
+	if queued {
+		db.notifyOutbox()
 	}
 	return nil
 }
@@ -246,5 +273,6 @@ func (db *DB) Unsubscribe(ctx context.Context, token string, meta store.Record) 
 		return store.Record{}, err
 	}
 	rec := store.UnsubscribeRecord(site, recs, meta)
-	return db.enqueue(ctx, db.Prepare(rec, subject))
+	res := db.enqueueReq(ctx, db.Prepare(rec, subject), nil)
+	return res.rec, res.err
 }

@@ -81,6 +81,7 @@ type DB struct {
 	writerW sync.WaitGroup
 
 	batches, batched atomic.Uint64
+	outboxWake       chan struct{}
 }
 
 var _ store.Ledger = (*DB)(nil)
@@ -122,7 +123,7 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{Keyring: kr, pool: pool, url: url, now: opts.Now, opts: opts,
-		queue: make(chan *appendReq, 4096)}
+		queue: make(chan *appendReq, 4096), outboxWake: make(chan struct{}, 1)}
 	db.writerW.Add(1)
 	go db.writer()
 	return db, nil

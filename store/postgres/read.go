@@ -452,6 +452,7 @@ func (db *DB) Erase(ctx context.Context, email string) (store.ErasureReport, err
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
+		eraseOutbox(b, subject, db.now())
 		b.Queue(`INSERT INTO suppression (subject, at_ns, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 			subject, db.now().UnixNano(), store.SuppressionReason)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {

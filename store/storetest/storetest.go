@@ -47,6 +47,9 @@ func RunTests(t *testing.T, newLedger NewLedger) {
 		{"AuditLog", testAuditLog},
 		{"PurgeLeavesTombstones", testPurge},
 		{"DoubleOptIn", testDoubleOptIn},
+		{"OutboxCommittedWithRecord", testOutbox},
+		{"OutboxCapAndOrder", testOutboxCapAndOrder},
+		{"OutboxErasure", testOutboxErasure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -689,5 +692,181 @@ func testDoubleOptIn(t *testing.T, l store.Ledger) {
 	if err != nil || st.DoubleOptIn != "confirmed" || st.PendingIP != "85.214.132.0" || st.ConfirmedIP != "2001:db8:1::" ||
 		st.PendingAt.IsZero() || st.ConfirmedAt.Before(st.PendingAt) {
 		t.Fatalf("state %+v %v", st, err)
+	}
+}
+
+// mailItems queues one mail per record, capped at 3 a day per address like
+// the confirmation mails.
+func mailItems(rec store.Record) ([]store.OutboxItem, error) {
+	p, _ := json.Marshal(map[string]string{"to": rec.Email})
+	return []store.OutboxItem{{Kind: "mail", Key: "k-" + rec.Email, Payload: p, Cap: store.OutboxCap{N: 3, Per: 24 * time.Hour}}}, nil
+}
+
+func testOutbox(t *testing.T, l store.Ledger) {
+	rec, items, err := l.AppendWith(ctx, Signup("shop", "Ada@Example.org"), store.AppendOptions{Outbox: mailItems})
+	if err != nil || len(items) != 1 {
+		t.Fatalf("AppendWith: %+v %v", items, err)
+	}
+	it := items[0]
+	if it.Record != rec.ID || it.Site != "shop" || it.State != store.OutboxQueued || it.Attempts != 0 ||
+		!it.CreatedAt.Equal(rec.RecordedAt) || !it.NextAttemptAt.Equal(rec.RecordedAt) || len(it.ID) != 16 {
+		t.Fatalf("item %+v does not belong to record %s at %v", it, rec.ID, rec.RecordedAt)
+	}
+	select {
+	case <-l.OutboxWake():
+	default:
+		t.Fatal("no wake-up after a commit that queued an item")
+	}
+	now := rec.RecordedAt.Add(time.Second)
+	due, _, err := l.OutboxDue(ctx, "mail", now, 10)
+	if err != nil || len(due) != 1 || due[0].ID != it.ID || string(due[0].Payload) != `{"to":"ada@example.org"}` {
+		t.Fatalf("OutboxDue = %+v, %v", due, err)
+	}
+	if due, _, _ := l.OutboxDue(ctx, "webhook", now, 10); len(due) != 0 {
+		t.Fatalf("OutboxDue(webhook) = %+v", due)
+	}
+	retry := now.Add(10 * time.Second)
+	got, err := l.OutboxAttempt(ctx, it.ID, store.Attempt{Err: "421 4.7.0 try again later", Code: 421, Retry: retry})
+	if err != nil || got.State != store.OutboxQueued || got.Attempts != 1 || got.LastCode != 421 || !got.NextAttemptAt.Equal(retry) {
+		t.Fatalf("after a retry: %+v, %v", got, err)
+	}
+	due, next, _ := l.OutboxDue(ctx, "", now, 10)
+	if len(due) != 0 || !next.Equal(retry) {
+		t.Fatalf("before the retry time: due %+v, next %v; want none, %v", due, next, retry)
+	}
+	if due, _, _ := l.OutboxDue(ctx, "", retry, 10); len(due) != 1 {
+		t.Fatalf("at the retry time: due %+v", due)
+	}
+	got, err = l.OutboxAttempt(ctx, it.ID, store.Attempt{})
+	if err != nil || got.State != store.OutboxSent || got.Attempts != 2 || got.DoneAt.IsZero() || got.LastError != "" {
+		t.Fatalf("after sending: %+v, %v", got, err)
+	}
+	if again, _ := l.OutboxAttempt(ctx, it.ID, store.Attempt{Err: "late"}); again.State != store.OutboxSent || again.Attempts != 2 {
+		t.Fatalf("a report on a sent item changed it: %+v", again)
+	}
+	_, items, _ = l.AppendWith(ctx, Signup("shop", "bob@example.org"), store.AppendOptions{Outbox: mailItems})
+	got, err = l.OutboxAttempt(ctx, items[0].ID, store.Attempt{Err: "550 5.1.1 no such user", Code: 550})
+	if err != nil || got.State != store.OutboxFailed || got.LastError != "550 5.1.1 no such user" {
+		t.Fatalf("after a final failure: %+v, %v", got, err)
+	}
+	counts, err := l.OutboxCounts(ctx, "mail")
+	if err != nil || counts[store.OutboxSent] != 1 || counts[store.OutboxFailed] != 1 || counts[store.OutboxQueued] != 0 {
+		t.Fatalf("counts %v, %v", counts, err)
+	}
+	for _, bad := range []string{"00000000000000ff", "not an id"} {
+		if _, err := l.OutboxAttempt(ctx, bad, store.Attempt{}); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("attempt on %q: %v", bad, err)
+		}
+	}
+	l.AppendWith(ctx, Signup("blog", "carol@example.org"), store.AppendOptions{Outbox: mailItems})
+	list, err := l.OutboxList(ctx, store.OutboxQuery{Site: "shop", Kind: "mail"})
+	if err != nil || len(list) != 2 || list[0].ID != items[0].ID || list[1].ID != it.ID {
+		t.Fatalf("OutboxList(shop) = %+v, %v", list, err)
+	}
+	if page, _ := l.OutboxList(ctx, store.OutboxQuery{Site: "shop", Before: items[0].ID}); len(page) != 1 || page[0].ID != it.ID {
+		t.Fatalf("OutboxList before = %+v", page)
+	}
+	if got, _ := l.OutboxList(ctx, store.OutboxQuery{Site: "sho"}); len(got) != 0 {
+		t.Fatalf("OutboxList of a prefix of a site id = %+v", got)
+	}
+	// A failing Outbox function stores neither the record nor items.
+	boom := errors.New("boom")
+	if _, _, err := l.AppendWith(ctx, Signup("shop", "dan@example.org"), store.AppendOptions{Outbox: func(store.Record) ([]store.OutboxItem, error) { return nil, boom }}); err == nil {
+		t.Fatal("a failing Outbox function did not fail the append")
+	}
+	if recs, _, _ := l.Subject(ctx, "dan@example.org"); len(recs) != 0 {
+		t.Fatalf("a failed append stored %d records", len(recs))
+	}
+	MustVerify(t, l)
+}
+
+func testOutboxCapAndOrder(t *testing.T, l store.Ledger) {
+	queued := func(email string) int {
+		_, items, err := l.AppendWith(ctx, Signup("shop", email), store.AppendOptions{Outbox: mailItems})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(items)
+	}
+	for i := range 3 {
+		if n := queued("ada@example.org"); n != 1 {
+			t.Fatalf("signup %d: %d items", i+1, n)
+		}
+	}
+	if n := queued("ada@example.org"); n != 0 {
+		t.Fatalf("a 4th signup within 24 h queued %d items", n)
+	}
+	if n := queued("bob@example.org"); n != 1 {
+		t.Fatalf("another address is capped: %d items", n)
+	}
+	if recs, _, _ := l.Subject(ctx, "ada@example.org"); len(recs) != 4 {
+		t.Fatalf("%d records of ada, want 4", len(recs))
+	}
+	var made []store.OutboxItem
+	for i := range 3 {
+		for _, ep := range []string{"wh_a", "wh_b"} {
+			items, err := l.Enqueue(ctx, store.OutboxItem{Kind: "webhook", Site: "shop", Key: ep, Ordered: true, Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			made = append(made, items...)
+		}
+	}
+	now := time.Now().Add(time.Hour)
+	heads := func() string {
+		due, _, err := l.OutboxDue(ctx, "webhook", now, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, it := range due {
+			out = append(out, it.Key+string(it.Payload))
+		}
+		return fmt.Sprint(out)
+	}
+	if h := heads(); h != `[wh_a{"n":0} wh_b{"n":0}]` {
+		t.Fatalf("due = %s", h)
+	}
+	l.OutboxAttempt(ctx, made[0].ID, store.Attempt{Err: "503", Code: 503, Retry: now.Add(time.Minute)})
+	l.OutboxAttempt(ctx, made[1].ID, store.Attempt{})
+	if h := heads(); h != `[wh_b{"n":1}]` {
+		t.Fatalf("due = %s, want only wh_b's second item", h)
+	}
+	l.OutboxAttempt(ctx, made[0].ID, store.Attempt{Err: "503", Code: 503})
+	if h := heads(); h != `[wh_a{"n":1} wh_b{"n":1}]` {
+		t.Fatalf("due = %s", h)
+	}
+	if got, _ := l.OutboxList(ctx, store.OutboxQuery{Site: "shop", Kind: "webhook", Key: "wh_b"}); len(got) != 3 || string(got[0].Payload) != `{"n":2}` {
+		t.Fatalf("list of one endpoint = %+v", got)
+	}
+	for _, bad := range []store.OutboxItem{{Kind: ""}, {Kind: "mail", Payload: json.RawMessage("{")}} {
+		if _, err := l.Enqueue(ctx, bad); err == nil {
+			t.Errorf("Enqueue(%+v) accepted", bad)
+		}
+	}
+}
+
+func testOutboxErasure(t *testing.T, l store.Ledger) {
+	_, sent, _ := l.AppendWith(ctx, Signup("shop", "ada@example.org"), store.AppendOptions{Outbox: mailItems})
+	l.OutboxAttempt(ctx, sent[0].ID, store.Attempt{})
+	_, queued, _ := l.AppendWith(ctx, Signup("shop", "ada@example.org"), store.AppendOptions{Outbox: mailItems})
+	_, other, _ := l.AppendWith(ctx, Signup("shop", "bob@example.org"), store.AppendOptions{Outbox: mailItems})
+	if _, err := l.Erase(ctx, "ada@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{sent[0].ID, queued[0].ID} {
+		if it, err := l.OutboxItemByID(ctx, id); err != nil || it.Payload != nil {
+			t.Fatalf("erased person's item %s: %+v, %v", id, it, err)
+		}
+	}
+	if it, _ := l.OutboxItemByID(ctx, queued[0].ID); it.State != store.OutboxFailed || it.LastError != "erased" {
+		t.Fatalf("erased person's queued item: %+v", it)
+	}
+	if it, _ := l.OutboxItemByID(ctx, sent[0].ID); it.State != store.OutboxSent {
+		t.Fatalf("erased person's sent item: %+v", it)
+	}
+	due, _, _ := l.OutboxDue(ctx, "", time.Now().Add(time.Hour), 10)
+	if len(due) != 1 || due[0].ID != other[0].ID || string(due[0].Payload) != `{"to":"bob@example.org"}` {
+		t.Fatalf("due after erasure = %+v", due)
 	}
 }
