@@ -3,7 +3,7 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 1):
+// Bucket layout (schema version 2):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -22,10 +22,14 @@
 //	    <id, 16 bytes>    record, binary (codec.go); the id starts with its time
 //	subjects/
 //	  <email digest 32 bytes><id 16 bytes>   site id: index of a person's records
+//	visitors/             (schema 2)
+//	  <visitor_id digest 32 bytes><id 16 bytes>   site id: index of a visitor id's records
 //	optin/
 //	  <email digest 32 bytes>   double-opt-in state as JSON
 //	suppression/
-//	  <email digest 32 bytes>   {"at":…,"reason":…} for erased addresses
+//	  <email or visitor_id digest 32 bytes>   {"at":…,"reason":…} for erased
+//	                      addresses and visitor ids: every later record naming
+//	                      one is refused (a signup) or stored erased (erase.go)
 //	tokens/
 //	  <name>              {"hash":sha256 of the token,"created_at":…}
 //	audit/                append-only, FillPercent 0.95
@@ -63,6 +67,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -77,13 +82,14 @@ var (
 	bucketChains      = []byte("chains")
 	bucketRecords     = []byte("records")
 	bucketSubjects    = []byte("subjects")
+	bucketVisitors    = []byte("visitors")
 	bucketOptIn       = []byte("optin")
 	bucketSuppression = []byte("suppression")
 	bucketTokens      = []byte("tokens")
 	bucketAudit       = []byte("audit")
 
 	allBuckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
-		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
+		bucketSubjects, bucketVisitors, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
 )
 
 // Keys in the meta bucket.
@@ -99,13 +105,36 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
 // version, so a failed migration leaves the file as it was.
 var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
+	1: migrateVisitors,
+}
+
+// migrateVisitors builds the visitors/ index (schema 2) from the records'
+// stored visitor_id digests, which erasure keeps, so erased records are
+// indexed too. Tombstones carry no digest and stay out.
+func migrateVisitors(tx *bolt.Tx) error {
+	visitors, err := tx.CreateBucketIfNotExists(bucketVisitors)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRecords).ForEachBucket(func(site []byte) error {
+		return tx.Bucket(bucketRecords).Bucket(site).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(string(site), k, v)
+			if err != nil {
+				return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(k), site, err)
+			}
+			if r.digests.visitorID == nil {
+				return nil
+			}
+			return visitors.Put(subjectKey(r.digests.visitorID, k), bytes.Clone(site))
+		})
+	})
 }
 
 // migrateCreate makes the buckets and the keys of a new ledger.
@@ -240,11 +269,26 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	// bbolt can panic while opening a damaged file, after it took the file
+	// lock: keep the file to close it then, or the lock would outlive the
+	// failed Open.
+	var file *os.File
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
 	err = guard(func() error {
 		var e error
-		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, OpenFile: openFile})
 		return e
 	})
+	if err != nil && db == nil && file != nil && errors.Is(err, ErrCorrupt) {
+		// The mapping bbolt made keeps the open file alive: unlock it
+		// explicitly, then close it.
+		_ = syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
+		file.Close()
+	}
 	switch {
 	case err == nil:
 		return db, nil
