@@ -278,6 +278,9 @@ func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
 				if err := updateOptIn(tx, e, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
 					return err
 				}
+				if err := eraseOutbox(tx, e, s.now()); err != nil {
+					return err
+				}
 			}
 			now := s.now().UTC()
 			rep.SuppressedAt = now
@@ -372,13 +375,13 @@ const unsubscribeVersion = 1
 
 // UnsubscribeToken makes the token of an unsubscribe link for a person's
 // signup on a site.
-func (s *Store) UnsubscribeToken(site, email string) string {
+func (s *Keyring) UnsubscribeToken(site, email string) string {
 	b := append([]byte{unsubscribeVersion, byte(len(site))}, site...)
 	b = append(b, s.subjectDigest(email)...)
 	return base64.RawURLEncoding.EncodeToString(append(b, s.unsubscribeMAC(b)...))
 }
 
-func (s *Store) unsubscribeMAC(b []byte) []byte {
+func (s *Keyring) unsubscribeMAC(b []byte) []byte {
 	m := hmac.New(sha256.New, s.unsubscribeKey)
 	m.Write(b)
 	return m.Sum(nil)[:16]
@@ -387,12 +390,12 @@ func (s *Store) unsubscribeMAC(b []byte) []byte {
 // ParseUnsubscribeToken checks a token and returns the site it names and
 // the hex keyed digest of the address (never the address); a forged or
 // damaged token gives ErrBadToken.
-func (s *Store) ParseUnsubscribeToken(token string) (site, subject string, err error) {
+func (s *Keyring) ParseUnsubscribeToken(token string) (site, subject string, err error) {
 	site, digest, err := s.parseUnsubscribeToken(token)
 	return site, hexOrEmpty(digest), err
 }
 
-func (s *Store) parseUnsubscribeToken(token string) (string, []byte, error) {
+func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) < 2 || b[0] != unsubscribeVersion || len(b) != 2+int(b[1])+32+16 {
 		return "", nil, ErrBadToken
@@ -449,5 +452,6 @@ func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Rec
 	}
 	req := s.newAppendReq(ctx, rec, subject)
 	req.unsubscribe = true
-	return s.enqueue(req)
+	res := s.enqueue(req)
+	return res.rec, res.err
 }

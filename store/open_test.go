@@ -59,6 +59,8 @@ func TestHelperProcess(t *testing.T) {
 		time.Sleep(time.Minute)
 	case "load":
 		crashLoad(s)
+	case "outbox":
+		crashOutboxLoad(s)
 	}
 	os.Exit(0)
 }

@@ -86,6 +86,7 @@ type appendReq struct {
 	subject []byte // email digest for the subject index; nil for none
 	tmpl    template
 	body    []byte // encodeBody(&rec)
+	outbox  func(Record) ([]OutboxItem, error)
 	done    chan appendResult
 	// unsubscribe: store nothing when the subject's signup purposes on the
 	// site are already in the states this record sets (see Unsubscribe).
@@ -112,8 +113,9 @@ func (req *appendReq) dropVisitor() {
 }
 
 type appendResult struct {
-	rec Record
-	err error
+	rec    Record
+	outbox []OutboxItem
+	err    error
 }
 
 // Append stores a record durably and returns it as stored. It normalises
@@ -137,14 +139,27 @@ type appendResult struct {
 // "stored and synced".
 func (s *Store) Append(ctx context.Context, rec Record) (Record, error) {
 	rec.Erased = false
-	return s.enqueue(s.newAppendReq(ctx, rec, nil))
+	res := s.enqueue(s.newAppendReq(ctx, rec, nil))
+	return res.rec, res.err
+}
+
+// AppendWith is Append plus what opts commits in the same transaction: the
+// outbox items made from the stored record (AppendOptions.Outbox). It
+// returns the items as stored; items dropped by their Cap are left out. An
+// error from opts.Outbox fails the whole batch, so nothing of it is stored.
+func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) (Record, []OutboxItem, error) {
+	rec.Erased = false
+	req := s.newAppendReq(ctx, rec, nil)
+	req.outbox = opts.Outbox
+	res := s.enqueue(req)
+	return res.rec, res.outbox, res.err
 }
 
 // newAppendReq does, in the caller's goroutine, the part of the work that
 // does not depend on the chain, so the single writer does as little as it
 // can. subject overrides the email digest for records that name a person
 // only by digest (an unsubscribe of an erased address).
-func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
+func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
 	rec.Email = NormalizeEmail(rec.Email)
 	rec.IP = truncateIPString(rec.IP)
 	for _, p := range rec.strings() {
@@ -173,22 +188,21 @@ func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *a
 	return req
 }
 
-func (s *Store) enqueue(req *appendReq) (Record, error) {
+func (s *Store) enqueue(req *appendReq) appendResult {
 	if err := req.ctx.Err(); err != nil {
-		return Record{}, err
+		return appendResult{err: err}
 	}
 	s.mu.RLock()
 	if s.closed || s.queue == nil {
 		s.mu.RUnlock()
 		if s.queue == nil {
-			return Record{}, fmt.Errorf("append: ledger %s is open read-only", s.path)
+			return appendResult{err: fmt.Errorf("append: ledger %s is open read-only", s.path)}
 		}
-		return Record{}, ErrClosed
+		return appendResult{err: ErrClosed}
 	}
 	s.queue <- req
 	s.mu.RUnlock()
-	res := <-req.done
-	return res.rec, res.err
+	return <-req.done
 }
 
 // writerYields bounds the yields after a commit (see writer); measured with
@@ -259,6 +273,7 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	defer tx.Rollback()
 	w := newChainWriter(tx)
 	suppression := tx.Bucket(bucketSuppression)
+	var ob *outboxTx // opened by the first record with outbox items
 	for i, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			results[i].err = err
@@ -303,14 +318,50 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		}
 		s.lastNs = ns
 		results[i].rec = rec
+		if req.outbox == nil {
+			continue
+		}
+		items, err := req.outbox(rec)
+		if err != nil {
+			return fmt.Errorf("outbox items of a %s record: %w", rec.Event, err)
+		}
+		if ob == nil && len(items) > 0 {
+			if ob, err = openOutbox(tx); err != nil {
+				return err
+			}
+		}
+		for _, it := range items {
+			it.Record, it.subject = rec.ID, req.subject
+			if it.Site == "" {
+				it.Site = rec.Site
+			}
+			ok, err := ob.add(&it, rec.RecordedAt)
+			if err != nil {
+				return fmt.Errorf("outbox item of a %s record: %w", rec.Event, err)
+			}
+			if ok {
+				results[i].outbox = append(results[i].outbox, it)
+			}
+		}
 	}
 	if err := w.flush(); err != nil {
 		return err
 	}
+	if ob != nil {
+		if err := ob.flush(); err != nil {
+			return err
+		}
+	}
 	if s.opts.DiscardCommits {
 		return nil // the deferred Rollback discards the batch
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if ob != nil && ob.dirty {
+		s.notifyOutbox()
+	}
+	return nil
 }
 
 // chainWriter appends records to the sites' chains within one transaction,
