@@ -52,6 +52,9 @@ type Ledger interface {
 	Suppressed(ctx context.Context, email string) (bool, error)
 	SetDoubleOptIn(ctx context.Context, email, state, ip string) error
 
+	// Outbox: mails and webhook deliveries queued with their records.
+	Outbox
+
 	Verify(ctx context.Context) (VerifyReport, error)
 	// Backup writes a consistent copy of the ledger, or ErrNotSupported
 	// where the database's own tools do that.

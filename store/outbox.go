@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,23 @@ import (
 // record, so after a crash an item is on disk if and only if its record is.
 // A background sender takes due items (OutboxDue), tries them and reports
 // each attempt (OutboxAttempt): sent, rescheduled or failed.
+
+// Outbox is what every backend of the Ledger offers for the outbox; the
+// bbolt Store's methods below document each.
+type Outbox interface {
+	AppendWith(ctx context.Context, rec Record, opts AppendOptions) (Record, []OutboxItem, error)
+	Enqueue(ctx context.Context, items ...OutboxItem) ([]OutboxItem, error)
+	OutboxDue(ctx context.Context, kind string, now time.Time, limit int) ([]OutboxItem, time.Time, error)
+	OutboxAttempt(ctx context.Context, id string, a Attempt) (OutboxItem, error)
+	OutboxList(ctx context.Context, q OutboxQuery) ([]OutboxItem, error)
+	OutboxItemByID(ctx context.Context, id string) (OutboxItem, error)
+	OutboxCounts(ctx context.Context, kind string) (map[string]int, error)
+	// OutboxWake signals after a commit that queued items (in this
+	// process; senders also poll, for items queued by other replicas).
+	OutboxWake() <-chan struct{}
+}
+
+var _ Outbox = (*Store)(nil)
 
 // Outbox item states.
 const (
@@ -325,7 +343,7 @@ type Attempt struct {
 // queued again for Retry, or failed. An item that is no longer queued (sent,
 // failed, erased meanwhile) is left as it is and returned unchanged; an
 // unknown id gives ErrNotFound.
-func (s *Store) OutboxAttempt(id string, a Attempt) (OutboxItem, error) {
+func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (OutboxItem, error) {
 	key, err := parseOutboxID(id)
 	if err != nil {
 		return OutboxItem{}, err
@@ -379,7 +397,7 @@ func (s *Store) OutboxAttempt(id string, a Attempt) (OutboxItem, error) {
 // only the oldest queued one of each group is handed out. It also returns
 // when the next item not yet due is due (zero when none is queued), so a
 // sender knows how long it may sleep.
-func (s *Store) OutboxDue(kind string, now time.Time, limit int) ([]OutboxItem, time.Time, error) {
+func (s *Store) OutboxDue(ctx context.Context, kind string, now time.Time, limit int) ([]OutboxItem, time.Time, error) {
 	var items []OutboxItem
 	var next time.Time
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -437,7 +455,7 @@ type OutboxQuery struct {
 }
 
 // OutboxList returns a site's items, newest first.
-func (s *Store) OutboxList(q OutboxQuery) ([]OutboxItem, error) {
+func (s *Store) OutboxList(ctx context.Context, q OutboxQuery) ([]OutboxItem, error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
@@ -486,7 +504,7 @@ func (s *Store) OutboxList(q OutboxQuery) ([]OutboxItem, error) {
 }
 
 // OutboxItemByID returns one item; ErrNotFound for an unknown id.
-func (s *Store) OutboxItemByID(id string) (OutboxItem, error) {
+func (s *Store) OutboxItemByID(ctx context.Context, id string) (OutboxItem, error) {
 	key, err := parseOutboxID(id)
 	if err != nil {
 		return OutboxItem{}, err
@@ -504,7 +522,7 @@ func (s *Store) OutboxItemByID(id string) (OutboxItem, error) {
 }
 
 // OutboxCounts returns how many items of kind are in each state.
-func (s *Store) OutboxCounts(kind string) (map[string]int, error) {
+func (s *Store) OutboxCounts(ctx context.Context, kind string) (map[string]int, error) {
 	out := map[string]int{OutboxQueued: 0, OutboxSent: 0, OutboxFailed: 0}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
@@ -522,7 +540,7 @@ func (s *Store) OutboxCounts(kind string) (map[string]int, error) {
 // Enqueue stores items that belong to no record (a test event, an erasure
 // notice) in their own transaction, and returns them as stored. Items
 // dropped by their Cap are left out.
-func (s *Store) Enqueue(items ...OutboxItem) ([]OutboxItem, error) {
+func (s *Store) Enqueue(ctx context.Context, items ...OutboxItem) ([]OutboxItem, error) {
 	var out []OutboxItem
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		out = out[:0]

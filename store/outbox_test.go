@@ -22,6 +22,7 @@ func mailItems(rec Record) ([]OutboxItem, error) {
 }
 
 func TestOutboxItemCommittedWithRecord(t *testing.T) {
+	ctx := context.Background()
 	clock := &fakeClock{t: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)}
 	s := newTestStore(t, Options{Now: clock.Now})
 	rec, items, err := s.AppendWith(context.Background(), signupRecord("shop", "Ada@Example.org"), AppendOptions{Outbox: mailItems})
@@ -42,71 +43,71 @@ func TestOutboxItemCommittedWithRecord(t *testing.T) {
 		t.Fatal("no wake-up after a commit that queued an item")
 	}
 
-	due, _, err := s.OutboxDue("mail", clock.Now(), 10)
+	due, _, err := s.OutboxDue(ctx, "mail", clock.Now(), 10)
 	if err != nil || len(due) != 1 || due[0].ID != it.ID || string(due[0].Payload) != `{"to":"ada@example.org"}` {
 		t.Fatalf("OutboxDue = %+v, %v", due, err)
 	}
-	if due, _, _ := s.OutboxDue("webhook", clock.Now(), 10); len(due) != 0 {
+	if due, _, _ := s.OutboxDue(ctx, "webhook", clock.Now(), 10); len(due) != 0 {
 		t.Fatalf("OutboxDue(webhook) = %+v, want none", due)
 	}
 
 	// A refused attempt: retried later, not due before.
 	retry := clock.Now().Add(10 * time.Second)
-	got, err := s.OutboxAttempt(it.ID, Attempt{Err: "421 4.7.0 try again later", Code: 421, Retry: retry})
+	got, err := s.OutboxAttempt(ctx, it.ID, Attempt{Err: "421 4.7.0 try again later", Code: 421, Retry: retry})
 	if err != nil || got.State != OutboxQueued || got.Attempts != 1 || got.LastCode != 421 || !got.NextAttemptAt.Equal(retry) {
 		t.Fatalf("after a retry: %+v, %v", got, err)
 	}
-	due, next, _ := s.OutboxDue("", clock.Now(), 10)
+	due, next, _ := s.OutboxDue(ctx, "", clock.Now(), 10)
 	if len(due) != 0 || !next.Equal(retry) {
 		t.Fatalf("before the retry time: due %+v, next %v; want none, %v", due, next, retry)
 	}
 	clock.Add(10 * time.Second)
-	if due, _, _ := s.OutboxDue("", clock.Now(), 10); len(due) != 1 {
+	if due, _, _ := s.OutboxDue(ctx, "", clock.Now(), 10); len(due) != 1 {
 		t.Fatalf("at the retry time: due %+v, want the item", due)
 	}
-	got, err = s.OutboxAttempt(it.ID, Attempt{})
+	got, err = s.OutboxAttempt(ctx, it.ID, Attempt{})
 	if err != nil || got.State != OutboxSent || got.Attempts != 2 || !got.DoneAt.Equal(clock.Now()) || got.LastError != "" {
 		t.Fatalf("after sending: %+v, %v", got, err)
 	}
 	// A late report on a sent item changes nothing.
-	if again, _ := s.OutboxAttempt(it.ID, Attempt{Err: "late"}); again.State != OutboxSent || again.Attempts != 2 {
+	if again, _ := s.OutboxAttempt(ctx, it.ID, Attempt{Err: "late"}); again.State != OutboxSent || again.Attempts != 2 {
 		t.Fatalf("a report on a sent item changed it: %+v", again)
 	}
-	if due, next, _ := s.OutboxDue("", clock.Now().Add(time.Hour), 10); len(due) != 0 || !next.IsZero() {
+	if due, next, _ := s.OutboxDue(ctx, "", clock.Now().Add(time.Hour), 10); len(due) != 0 || !next.IsZero() {
 		t.Fatalf("after sending: due %+v, next %v", due, next)
 	}
 
 	// A second item that fails for good.
 	_, items, _ = s.AppendWith(context.Background(), signupRecord("shop", "bob@example.org"), AppendOptions{Outbox: mailItems})
-	got, err = s.OutboxAttempt(items[0].ID, Attempt{Err: "550 5.1.1 no such user", Code: 550})
+	got, err = s.OutboxAttempt(ctx, items[0].ID, Attempt{Err: "550 5.1.1 no such user", Code: 550})
 	if err != nil || got.State != OutboxFailed || got.LastError != "550 5.1.1 no such user" {
 		t.Fatalf("after a final failure: %+v, %v", got, err)
 	}
-	counts, err := s.OutboxCounts("mail")
+	counts, err := s.OutboxCounts(ctx, "mail")
 	if err != nil || counts[OutboxSent] != 1 || counts[OutboxFailed] != 1 || counts[OutboxQueued] != 0 {
 		t.Fatalf("counts %v, %v", counts, err)
 	}
-	if _, err := s.OutboxAttempt("00000000000000ff", Attempt{}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.OutboxAttempt(ctx, "00000000000000ff", Attempt{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("attempt on an unknown id: %v", err)
 	}
-	if _, err := s.OutboxAttempt("not an id", Attempt{}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.OutboxAttempt(ctx, "not an id", Attempt{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("attempt on a malformed id: %v", err)
 	}
 
 	// Admins list a site's items newest first; other sites' items stay out.
 	mustAppend(t, s, signupRecord("blog", "carol@example.org"))
 	s.AppendWith(context.Background(), signupRecord("blog", "carol@example.org"), AppendOptions{Outbox: mailItems})
-	list, err := s.OutboxList(OutboxQuery{Site: "shop", Kind: "mail"})
+	list, err := s.OutboxList(ctx, OutboxQuery{Site: "shop", Kind: "mail"})
 	if err != nil || len(list) != 2 || list[0].ID != items[0].ID || list[1].ID != it.ID {
 		t.Fatalf("OutboxList(shop) = %+v, %v", list, err)
 	}
-	if page, _ := s.OutboxList(OutboxQuery{Site: "shop", Before: items[0].ID}); len(page) != 1 || page[0].ID != it.ID {
+	if page, _ := s.OutboxList(ctx, OutboxQuery{Site: "shop", Before: items[0].ID}); len(page) != 1 || page[0].ID != it.ID {
 		t.Fatalf("OutboxList before %s = %+v", items[0].ID, page)
 	}
-	if l, _ := s.OutboxList(OutboxQuery{Site: "blog"}); len(l) != 1 || l[0].Site != "blog" {
+	if l, _ := s.OutboxList(ctx, OutboxQuery{Site: "blog"}); len(l) != 1 || l[0].Site != "blog" {
 		t.Fatalf("OutboxList(blog) = %+v", l)
 	}
-	if l, _ := s.OutboxList(OutboxQuery{Site: "sho"}); len(l) != 0 {
+	if l, _ := s.OutboxList(ctx, OutboxQuery{Site: "sho"}); len(l) != 0 {
 		t.Fatalf("OutboxList of a prefix of a site id = %+v", l)
 	}
 }
@@ -147,12 +148,13 @@ func TestOutboxCapPerGroup(t *testing.T) {
 }
 
 func TestOutboxOrderedGroup(t *testing.T) {
+	ctx := context.Background()
 	clock := &fakeClock{t: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)}
 	s := newTestStore(t, Options{Now: clock.Now})
 	var made []OutboxItem
 	for i := 0; i < 3; i++ {
 		for _, ep := range []string{"wh_a", "wh_b"} {
-			items, err := s.Enqueue(OutboxItem{Kind: "webhook", Site: "shop", Key: ep, Ordered: true, Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+			items, err := s.Enqueue(ctx, OutboxItem{Kind: "webhook", Site: "shop", Key: ep, Ordered: true, Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +162,7 @@ func TestOutboxOrderedGroup(t *testing.T) {
 		}
 	}
 	heads := func() []string {
-		due, _, err := s.OutboxDue("webhook", clock.Now(), 100)
+		due, _, err := s.OutboxDue(ctx, "webhook", clock.Now(), 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,48 +176,49 @@ func TestOutboxOrderedGroup(t *testing.T) {
 		t.Fatalf("due = %s, want the first item of each endpoint", h)
 	}
 	// wh_a's first item is retried later: wh_a's later items wait for it.
-	s.OutboxAttempt(made[0].ID, Attempt{Err: "503", Code: 503, Retry: clock.Now().Add(time.Minute)})
-	s.OutboxAttempt(made[1].ID, Attempt{})
+	s.OutboxAttempt(ctx, made[0].ID, Attempt{Err: "503", Code: 503, Retry: clock.Now().Add(time.Minute)})
+	s.OutboxAttempt(ctx, made[1].ID, Attempt{})
 	if h := fmt.Sprint(heads()); h != `[wh_b{"n":1}]` {
 		t.Fatalf("due = %s, want only wh_b's second item", h)
 	}
 	clock.Add(time.Minute)
-	s.OutboxAttempt(made[0].ID, Attempt{Err: "503", Code: 503}) // given up
+	s.OutboxAttempt(ctx, made[0].ID, Attempt{Err: "503", Code: 503}) // given up
 	if h := fmt.Sprint(heads()); h != `[wh_a{"n":1} wh_b{"n":1}]` {
 		t.Fatalf("due = %s, want the second item of each endpoint", h)
 	}
-	if l, _ := s.OutboxList(OutboxQuery{Site: "shop", Kind: "webhook", Key: "wh_b"}); len(l) != 3 || string(l[0].Payload) != `{"n":2}` {
+	if l, _ := s.OutboxList(ctx, OutboxQuery{Site: "shop", Kind: "webhook", Key: "wh_b"}); len(l) != 3 || string(l[0].Payload) != `{"n":2}` {
 		t.Fatalf("list of one endpoint = %+v", l)
 	}
 	for _, bad := range []OutboxItem{{Kind: ""}, {Kind: "mail", Payload: json.RawMessage("{")}} {
-		if _, err := s.Enqueue(bad); err == nil {
+		if _, err := s.Enqueue(ctx, bad); err == nil {
 			t.Errorf("Enqueue(%+v) accepted", bad)
 		}
 	}
 }
 
 func TestOutboxErasure(t *testing.T) {
+	ctx := context.Background()
 	s := newTestStore(t)
 	_, sent, _ := s.AppendWith(context.Background(), signupRecord("shop", "ada@example.org"), AppendOptions{Outbox: mailItems})
-	s.OutboxAttempt(sent[0].ID, Attempt{})
+	s.OutboxAttempt(ctx, sent[0].ID, Attempt{})
 	_, queued, _ := s.AppendWith(context.Background(), signupRecord("shop", "ada@example.org"), AppendOptions{Outbox: mailItems})
 	_, other, _ := s.AppendWith(context.Background(), signupRecord("shop", "bob@example.org"), AppendOptions{Outbox: mailItems})
 	if _, err := s.Erase("test", SubjectRef{Email: "ada@example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{sent[0].ID, queued[0].ID} {
-		it, err := s.OutboxItemByID(id)
+		it, err := s.OutboxItemByID(ctx, id)
 		if err != nil || it.Payload != nil {
 			t.Fatalf("erased person's item %s: %+v, %v", id, it, err)
 		}
 	}
-	if it, _ := s.OutboxItemByID(queued[0].ID); it.State != OutboxFailed || it.LastError != "erased" {
+	if it, _ := s.OutboxItemByID(ctx, queued[0].ID); it.State != OutboxFailed || it.LastError != "erased" {
 		t.Fatalf("erased person's queued item: %+v", it)
 	}
-	if it, _ := s.OutboxItemByID(sent[0].ID); it.State != OutboxSent {
+	if it, _ := s.OutboxItemByID(ctx, sent[0].ID); it.State != OutboxSent {
 		t.Fatalf("erased person's sent item: %+v", it)
 	}
-	due, _, _ := s.OutboxDue("", time.Now(), 10)
+	due, _, _ := s.OutboxDue(ctx, "", time.Now(), 10)
 	if len(due) != 1 || due[0].ID != other[0].ID || string(due[0].Payload) != `{"to":"bob@example.org"}` {
 		t.Fatalf("due after erasure = %+v, want only bob's", due)
 	}
@@ -255,6 +258,7 @@ func TestOutboxMigration(t *testing.T) {
 // TestOutboxFailedBatchStoresNothing: an Outbox function's error fails its
 // batch, so neither the record nor any item is stored.
 func TestOutboxFailedBatchStoresNothing(t *testing.T) {
+	ctx := context.Background()
 	s := newTestStore(t)
 	_, _, err := s.AppendWith(context.Background(), signupRecord("shop", "ada@example.org"), AppendOptions{
 		Outbox: func(Record) ([]OutboxItem, error) { return []OutboxItem{{Kind: ""}}, nil }})
@@ -264,7 +268,7 @@ func TestOutboxFailedBatchStoresNothing(t *testing.T) {
 	if recs := allRecords(t, s, "shop"); len(recs) != 0 {
 		t.Fatalf("%d records stored by a failed batch", len(recs))
 	}
-	if due, _, _ := s.OutboxDue("", time.Now(), 10); len(due) != 0 {
+	if due, _, _ := s.OutboxDue(ctx, "", time.Now(), 10); len(due) != 0 {
 		t.Fatalf("items stored by a failed batch: %+v", due)
 	}
 }
@@ -297,6 +301,7 @@ func crashOutboxLoad(s *Store) {
 // outbox items, and checks after each restart that every acknowledged
 // record is there, and that an item is on disk if and only if its record is.
 func TestCrashOutboxWithItsRecord(t *testing.T) {
+	ctx := context.Background()
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
@@ -335,7 +340,7 @@ func TestCrashOutboxWithItsRecord(t *testing.T) {
 			records[r.ID] = true
 		}
 		items := map[string]bool{}
-		due, _, err := s.OutboxDue("mail", time.Now().Add(time.Hour), 1<<30)
+		due, _, err := s.OutboxDue(ctx, "mail", time.Now().Add(time.Hour), 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +352,7 @@ func TestCrashOutboxWithItsRecord(t *testing.T) {
 			}
 			items[it.Record] = true
 		}
-		counts, _ := s.OutboxCounts("mail")
+		counts, _ := s.OutboxCounts(ctx, "mail")
 		mustVerify(t, s)
 		s.Close()
 		for id := range acked {
