@@ -20,7 +20,10 @@ type appendReq struct {
 	ctx    context.Context
 	rec    *store.PendingRecord
 	outbox func(store.Record) ([]store.OutboxItem, error)
-	done   chan appendResult
+	// unsubscribe: store nothing when the person's signup purposes on the
+	// site already hold the states this record sets.
+	unsubscribe bool
+	done        chan appendResult
 }
 
 type appendResult struct {
@@ -38,10 +41,17 @@ func (db *DB) Append(ctx context.Context, rec store.Record) (store.Record, error
 }
 
 func (db *DB) enqueueReq(ctx context.Context, rec *store.PendingRecord, outbox func(store.Record) ([]store.OutboxItem, error)) appendResult {
-	if err := ctx.Err(); err != nil {
+	return db.send(&appendReq{ctx: ctx, rec: rec, outbox: outbox, done: make(chan appendResult, 1)})
+}
+
+func (db *DB) enqueueReqUnsubscribe(ctx context.Context, rec *store.PendingRecord) appendResult {
+	return db.send(&appendReq{ctx: ctx, rec: rec, unsubscribe: true, done: make(chan appendResult, 1)})
+}
+
+func (db *DB) send(req *appendReq) appendResult {
+	if err := req.ctx.Err(); err != nil {
 		return appendResult{err: err}
 	}
-	req := &appendReq{ctx: ctx, rec: rec, outbox: outbox, done: make(chan appendResult, 1)}
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()
@@ -110,7 +120,7 @@ type head struct {
 func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appendResult) error {
 	live := make([]int, 0, len(batch))
 	var sites []string
-	var signups [][]byte
+	var digests [][]byte // addresses and visitor ids the suppression list may hold
 	for i, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			results[i].err = err
@@ -118,8 +128,10 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		}
 		live = append(live, i)
 		sites = append(sites, req.rec.Site())
-		if req.rec.Source() == "signup" && req.rec.Subject() != nil {
-			signups = append(signups, req.rec.Subject())
+		for _, d := range [][]byte{req.rec.Subject(), req.rec.VisitorDigest()} {
+			if d != nil {
+				digests = append(digests, d)
+			}
 		}
 	}
 	if len(live) == 0 {
@@ -156,9 +168,11 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		}
 		return rows.Err()
 	})
+	// The suppression list is read after the heads are locked: an erasure
+	// holds every head while it suppresses, so what it suppressed is seen.
 	suppressed := map[string]bool{}
-	if len(signups) > 0 {
-		b.Queue(`SELECT subject FROM suppression WHERE subject = ANY($1)`, signups).Query(func(rows pgx.Rows) error {
+	if len(digests) > 0 {
+		b.Queue(`SELECT subject FROM suppression WHERE subject = ANY($1)`, digests).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var s []byte
 				if err := rows.Scan(&s); err != nil {
@@ -178,8 +192,12 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		insID      [][]byte
 		insBody    [][]byte
 		insSubject [][]byte
+		insVisitor [][]byte
 		stored     = make([]store.Record, len(batch))
 		w          = &pgx.Batch{}
+		// records of this batch by subject, for unsubscribes that follow
+		// them in the same batch
+		batchBySubject = map[string][]store.Record{}
 	)
 	for _, i := range live {
 		rec := batch[i].rec
@@ -188,18 +206,34 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 			results[i].err = store.ErrNotFound
 			continue
 		}
-		if rec.Source() == "signup" && suppressed[string(rec.Subject())] {
-			results[i].err = store.ErrSuppressed
+		if err := rec.Suppress(suppressed[string(rec.Subject())], suppressed[string(rec.VisitorDigest())]); err != nil {
+			results[i].err = err
 			w.Queue(`INSERT INTO audit (at_ns, token, action, detail) VALUES ($1, $2, 'suppressed_signup', $3)`,
 				db.now().UnixNano(), store.SystemActor, "site="+rec.Site())
 			continue
+		}
+		if batch[i].unsubscribe && rec.Subject() != nil {
+			// The site's head is locked: no replica appends to it meanwhile.
+			recs, err := subjectRecords(ctx, tx, rec.Subject(), "")
+			if err != nil {
+				return err
+			}
+			recs = append(recs, batchBySubject[string(rec.Subject())]...)
+			if last, ok := store.LatestIfSet(recs, rec.Site(), rec.Choices()); ok {
+				stored[i] = last
+				continue
+			}
 		}
 		ns := max(dbNow, h.lastNs+1)
 		r, id, body := rec.Seal(ns, binary.BigEndian.Uint64(rnd[8*i:]), h.hash)
 		h.count++
 		h.lastID, h.hash, h.lastNs, h.changed = id, bytes.Clone(body[len(body)-32:]), ns, true
-		insSite, insID, insBody, insSubject = append(insSite, r.Site), append(insID, id), append(insBody, body), append(insSubject, rec.Subject())
+		insSite, insID, insBody = append(insSite, r.Site), append(insID, id), append(insBody, body)
+		insSubject, insVisitor = append(insSubject, rec.Subject()), append(insVisitor, rec.VisitorDigest())
 		stored[i] = r
+		if rec.Subject() != nil {
+			batchBySubject[string(rec.Subject())] = append(batchBySubject[string(rec.Subject())], r)
+		}
 		if batch[i].outbox == nil {
 			continue
 		}
@@ -222,8 +256,8 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		}
 	}
 	if len(insID) > 0 {
-		w.Queue(`INSERT INTO records (site, id, body, subject)
-			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])`, insSite, insID, insBody, insSubject)
+		w.Queue(`INSERT INTO records (site, id, body, subject, visitor)
+			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[])`, insSite, insID, insBody, insSubject, insVisitor)
 		var hSite []string
 		var hCount []int64
 		var hLast, hHash [][]byte
@@ -273,6 +307,6 @@ func (db *DB) Unsubscribe(ctx context.Context, token string, meta store.Record) 
 		return store.Record{}, err
 	}
 	rec := store.UnsubscribeRecord(site, recs, meta)
-	res := db.enqueueReq(ctx, db.Prepare(rec, subject), nil)
+	res := db.enqueueReqUnsubscribe(ctx, db.Prepare(rec, subject))
 	return res.rec, res.err
 }

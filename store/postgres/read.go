@@ -303,23 +303,87 @@ func subjectExtras(ctx context.Context, q interface {
 	return optIn, suppressed, wrap(err)
 }
 
-// Subject returns every record about a person, oldest first, and their
-// state, read in one snapshot.
-func (db *DB) Subject(ctx context.Context, email string) ([]store.Record, store.SubjectState, error) {
-	email = store.NormalizeEmail(email)
-	subject := db.SubjectDigest(email)
-	var recs []store.Record
-	var st store.SubjectState
-	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
-		if recs, err = subjectRecords(ctx, tx, subject, ""); err != nil {
-			return err
-		}
-		optIn, suppressed, err := subjectExtras(ctx, tx, subject)
+// pgIndex reads the person indexes in one transaction (store.PersonIndex).
+type pgIndex struct {
+	ctx context.Context
+	tx  pgx.Tx
+}
+
+func (ix pgIndex) byColumn(column string, digest []byte) ([]*store.StoredRecord, error) {
+	rows, err := ix.tx.Query(ix.ctx, `SELECT site, id, body FROM records WHERE `+column+` = $1 ORDER BY id`, digest)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var out []*store.StoredRecord
+	var site string
+	var id, body []byte
+	_, err = pgx.ForEachRow(rows, []any{&site, &id, &body}, func() error {
+		r, err := decode(site, id, body)
 		if err != nil {
 			return err
 		}
-		st, err = store.FoldSubject(email, recs, optIn, suppressed)
+		if !r.Record().Tombstone {
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, wrap(err)
+}
+
+func (ix pgIndex) RecordsByEmail(digest []byte) ([]*store.StoredRecord, error) {
+	return ix.byColumn("subject", digest)
+}
+
+func (ix pgIndex) RecordsByVisitor(digest []byte) ([]*store.StoredRecord, error) {
+	return ix.byColumn("visitor", digest)
+}
+
+// RecordByID looks the id up in each site's part of the primary key.
+func (ix pgIndex) RecordByID(id []byte) (*store.StoredRecord, error) {
+	var site string
+	var body []byte
+	err := ix.tx.QueryRow(ix.ctx, `SELECT r.site, r.body FROM sites s JOIN records r ON r.site = s.id AND r.id = $1 LIMIT 1`, id).Scan(&site, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	r, err := decode(site, id, body)
+	if err != nil || r.Record().Tombstone {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Subject is Lookup by address.
+func (db *DB) Subject(ctx context.Context, email string) ([]store.Record, store.SubjectState, error) {
+	return db.Lookup(ctx, store.SubjectRef{Email: email})
+}
+
+// Lookup returns every record about the person ref names and their state
+// (store.Store.Lookup), read in one snapshot.
+func (db *DB) Lookup(ctx context.Context, ref store.SubjectRef) ([]store.Record, store.SubjectState, error) {
+	var recs []store.Record
+	var st store.SubjectState
+	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		p, err := db.FindPerson(ref, pgIndex{ctx, tx})
+		if err != nil {
+			return err
+		}
+		recs = p.Records()
+		var optIn []byte
+		if emails := p.EmailDigests(); len(emails) > 0 {
+			if err := tx.QueryRow(ctx, `SELECT state FROM optin WHERE subject = $1`, emails[0]).Scan(&optIn); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
+		var suppressed bool
+		all := append(append([][]byte{}, p.EmailDigests()...), p.VisitorDigests()...)
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM suppression WHERE subject = ANY($1))`, all).Scan(&suppressed); err != nil {
+			return err
+		}
+		st, err = p.State(optIn, suppressed)
 		return err
 	})
 	return recs, st, wrap(err)
@@ -409,60 +473,65 @@ func (db *DB) SetDoubleOptIn(ctx context.Context, email, state, ip string) error
 	}))
 }
 
-// Erase removes the person's personal fields from every record about them
-// and their double-opt-in state, and suppresses the address, in one
-// transaction (see store.Store.Erase).
-func (db *DB) Erase(ctx context.Context, email string) (store.ErasureReport, error) {
-	rep := store.NewErasureReport(email)
-	subject := db.SubjectDigest(rep.Email)
+// Erase erases the person ref names (store.Store.Erase) in one
+// transaction with its audit entry. It first locks every chain head, as an
+// append does, so no record naming the person is committed between the
+// look-up and the suppression: later appends wait and then see the list.
+func (db *DB) Erase(ctx context.Context, actor string, ref store.SubjectRef) (store.ErasureReport, error) {
+	var rep store.ErasureReport
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		rep.Records = 0
-		rows, err := tx.Query(ctx, `SELECT site, id, body FROM records WHERE subject = $1 ORDER BY id FOR UPDATE`, subject)
+		if _, err := tx.Exec(ctx, `SELECT site FROM chains ORDER BY site FOR UPDATE`); err != nil {
+			return err
+		}
+		p, err := db.FindPerson(ref, pgIndex{ctx, tx})
 		if err != nil {
 			return err
 		}
+		changed, r := p.Erase(ref)
+		rep = r
 		b := &pgx.Batch{}
-		var site string
-		var id, body []byte
-		if _, err := pgx.ForEachRow(rows, []any{&site, &id, &body}, func() error {
-			r, err := decode(site, id, body)
+		for _, sr := range changed {
+			rec := sr.Record()
+			id, err := store.ParseID(rec.ID)
 			if err != nil {
 				return err
 			}
-			if r.Record().Tombstone {
-				return nil
-			}
-			rep.Records++
-			if r.Erase() {
-				b.Queue(`UPDATE records SET body = $3 WHERE site = $1 AND id = $2`, site, bytes.Clone(id), r.Encode())
-			}
-			return nil
-		}); err != nil {
-			return err
+			b.Queue(`UPDATE records SET body = $3 WHERE site = $1 AND id = $2`, rec.Site, id, sr.Encode())
 		}
-		var old []byte
-		err = tx.QueryRow(ctx, `SELECT state FROM optin WHERE subject = $1 FOR UPDATE`, subject).Scan(&old)
-		switch {
-		case err == nil:
-			v, err := store.OptInErased(old)
-			if err != nil {
+		now := db.now()
+		for _, e := range p.EmailDigests() {
+			var old []byte
+			err := tx.QueryRow(ctx, `SELECT state FROM optin WHERE subject = $1 FOR UPDATE`, e).Scan(&old)
+			switch {
+			case err == nil:
+				v, err := store.OptInErased(old)
+				if err != nil {
+					return err
+				}
+				b.Queue(`UPDATE optin SET state = $2 WHERE subject = $1`, e, v)
+			case !errors.Is(err, pgx.ErrNoRows):
 				return err
 			}
-			b.Queue(`UPDATE optin SET state = $2 WHERE subject = $1`, subject, v)
-		case !errors.Is(err, pgx.ErrNoRows):
-			return err
+			eraseOutbox(b, e, now)
 		}
-		eraseOutbox(b, subject, db.now())
-		b.Queue(`INSERT INTO suppression (subject, at_ns, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-			subject, db.now().UnixNano(), store.SuppressionReason)
+		digests := append(append([][]byte{}, p.EmailDigests()...), p.VisitorDigests()...)
+		if len(digests) > 0 {
+			b.Queue(`INSERT INTO suppression (subject, at_ns, reason) SELECT d, $2, $3 FROM unnest($1::bytea[]) AS d
+				ON CONFLICT DO NOTHING`, digests, now.UnixNano(), store.SuppressionReason)
+		}
+		b.Queue(`INSERT INTO audit (at_ns, token, action, detail) VALUES ($1, $2, 'erase', $3)`,
+			now.UnixNano(), actor, store.ErasureAuditDetail(rep))
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		var at int64
-		if err := tx.QueryRow(ctx, `SELECT at_ns FROM suppression WHERE subject = $1`, subject).Scan(&at); err != nil {
-			return err
+		rep.SuppressedAt = now.UTC()
+		if len(digests) > 0 {
+			var at int64
+			if err := tx.QueryRow(ctx, `SELECT at_ns FROM suppression WHERE subject = $1`, digests[0]).Scan(&at); err != nil {
+				return err
+			}
+			rep.SuppressedAt = time.Unix(0, at).UTC()
 		}
-		rep.SuppressedAt = time.Unix(0, at).UTC()
 		return nil
 	})
 	if err != nil {

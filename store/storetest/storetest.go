@@ -50,6 +50,8 @@ func RunTests(t *testing.T, newLedger NewLedger) {
 		{"OutboxCommittedWithRecord", testOutbox},
 		{"OutboxCapAndOrder", testOutboxCapAndOrder},
 		{"OutboxErasure", testOutboxErasure},
+		{"EraseUnsubscribeRace", testEraseUnsubscribeRace},
+		{"ErasureCoversVisitorIDs", testErasureCoversVisitorIDs},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,10 +93,12 @@ func Record(site string) store.Record {
 	}
 }
 
-// Signup is a newsletter signup of email.
+// Signup is a newsletter signup of email, from a browser of its own (a
+// shared visitor id would make two addresses one person).
 func Signup(site, email string) store.Record {
 	r := Record(site)
 	r.Source, r.Event, r.Email, r.Name = "signup", "grant", email, "Ada Lovelace"
+	r.VisitorID = "v_" + strings.ToLower(strings.TrimSpace(email))
 	r.Choices = map[string]string{"necessary": "granted", "newsletter": "granted"}
 	return r
 }
@@ -428,7 +432,7 @@ func testErase(t *testing.T, l store.Ledger) {
 	if err := l.SetDoubleOptIn(ctx, "ada@example.org", "pending", "85.214.132.117"); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := l.Erase(ctx, " ADA@example.org")
+	rep, err := l.Erase(ctx, "test", store.SubjectRef{Email: " ADA@example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,12 +478,12 @@ func testErase(t *testing.T, l store.Ledger) {
 	// A banner choice (no email) is still fine, and erasing again keeps
 	// the first suppression time.
 	mustAppend(t, l, Record("shop"))
-	rep2, err := l.Erase(ctx, "ada@example.org")
+	rep2, err := l.Erase(ctx, "test", store.SubjectRef{Email: "ada@example.org"})
 	if err != nil || !rep2.SuppressedAt.Equal(rep.SuppressedAt) || rep2.Records != 2 {
 		t.Fatalf("second erasure %+v %v", rep2, err)
 	}
 	// Erasing an address without records still suppresses it.
-	if _, err := l.Erase(ctx, "carol@example.org"); err != nil {
+	if _, err := l.Erase(ctx, "test", store.SubjectRef{Email: "carol@example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Append(ctx, Signup("blog", "carol@example.org")); !errors.Is(err, store.ErrSuppressed) {
@@ -507,16 +511,30 @@ func testUnsubscribe(t *testing.T, l store.Ledger) {
 			t.Errorf("token %q: %v", bad, err)
 		}
 	}
+	// Unsubscribing again stores nothing and answers with the withdrawal.
+	again, err := l.Unsubscribe(ctx, token, store.Record{})
+	if err != nil || again.ID != rec.ID {
+		t.Fatalf("second unsubscribe: %+v %v", again, err)
+	}
 	// After erasure the person is named by digest only.
-	if _, err := l.Erase(ctx, "ada@example.org"); err != nil {
+	if _, err := l.Erase(ctx, "test", store.SubjectRef{Email: "ada@example.org"}); err != nil {
 		t.Fatal(err)
 	}
+	recs, _, err := l.Subject(ctx, "ada@example.org")
+	if err != nil || len(recs) != 2 || !recs[1].Erased {
+		t.Fatalf("subject after erasure: %+v, %v", recs, err)
+	}
+	resub := Signup("shop", "ada@example.org")
+	resub.Source = "preferences"
+	resub.Choices = map[string]string{"newsletter": "granted"}
+	if r := mustAppend(t, l, resub); !r.Erased || r.Email != "" {
+		t.Fatalf("a later record of an erased address is stored in clear: %+v", r)
+	}
 	rec, err = l.Unsubscribe(ctx, token, store.Record{})
-	if err != nil || !rec.Erased || rec.Email != "" {
+	if err != nil || !rec.Erased || rec.Email != "" || rec.Event != "withdraw" {
 		t.Fatalf("unsubscribe after erasure: %+v %v", rec, err)
 	}
-	recs, _, err := l.Subject(ctx, "ada@example.org")
-	if err != nil || len(recs) != 3 {
+	if recs, _, err := l.Subject(ctx, "ada@example.org"); err != nil || len(recs) != 4 {
 		t.Fatalf("subject after erased unsubscribe: %d records, %v", len(recs), err)
 	}
 	MustVerify(t, l)
@@ -851,7 +869,7 @@ func testOutboxErasure(t *testing.T, l store.Ledger) {
 	l.OutboxAttempt(ctx, sent[0].ID, store.Attempt{})
 	_, queued, _ := l.AppendWith(ctx, Signup("shop", "ada@example.org"), store.AppendOptions{Outbox: mailItems})
 	_, other, _ := l.AppendWith(ctx, Signup("shop", "bob@example.org"), store.AppendOptions{Outbox: mailItems})
-	if _, err := l.Erase(ctx, "ada@example.org"); err != nil {
+	if _, err := l.Erase(ctx, "test", store.SubjectRef{Email: "ada@example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{sent[0].ID, queued[0].ID} {
@@ -869,4 +887,133 @@ func testOutboxErasure(t *testing.T, l store.Ledger) {
 	if len(due) != 1 || due[0].ID != other[0].ID || string(due[0].Payload) != `{"to":"bob@example.org"}` {
 		t.Fatalf("due after erasure = %+v", due)
 	}
+}
+
+// testEraseUnsubscribeRace runs an erasure and an unsubscribe of the same
+// person at the same time: whichever commits first, no record may hold the
+// person's data in clear after both.
+func testEraseUnsubscribeRace(t *testing.T, l store.Ledger) {
+	const runs = 40
+	meta := store.Record{IP: "85.214.132.77", UserAgent: "Mail/1.0", Country: "DE", Regime: "opt-in"}
+	for i := range runs {
+		email := fmt.Sprintf("race%03d@example.org", i)
+		mustAppend(t, l, Signup("shop", email))
+		token := l.UnsubscribeToken("shop", email)
+		var wg sync.WaitGroup
+		var eraseErr, unsubErr error
+		start := make(chan struct{})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, eraseErr = l.Erase(ctx, "test", store.SubjectRef{Email: email})
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			_, unsubErr = l.Unsubscribe(ctx, token, meta)
+		}()
+		close(start)
+		wg.Wait()
+		if eraseErr != nil || unsubErr != nil {
+			t.Fatalf("run %d: erase %v, unsubscribe %v", i, eraseErr, unsubErr)
+		}
+		recs, st, err := l.Subject(ctx, email)
+		if err != nil || len(recs) != 2 || !st.Suppressed {
+			t.Fatalf("run %d: %d records, suppressed %v, %v", i, len(recs), st.Suppressed, err)
+		}
+		for _, r := range recs {
+			if !r.Erased || r.Email != "" || r.Name != "" || r.VisitorID != "" || r.IP != "" || r.UserAgent != "" {
+				t.Fatalf("run %d: record %s (%s) holds personal data after erasure: %+v", i, r.ID, r.Source, r)
+			}
+		}
+	}
+	for _, r := range records(t, l, "shop", store.Query{}) {
+		if r.Email != "" {
+			t.Fatalf("record %s holds an address in clear", r.ID)
+		}
+	}
+	MustVerify(t, l)
+}
+
+// testErasureCoversVisitorIDs: erasing an address erases the banner
+// choices of its visitor ids, and look-up and erasure work by visitor id
+// and by record id.
+func testErasureCoversVisitorIDs(t *testing.T, l store.Ledger) {
+	banner := func(site, visitor string) store.Record {
+		r := Record(site)
+		r.VisitorID = visitor
+		return r
+	}
+	b1 := mustAppend(t, l, banner("shop", "v_ada_laptop"))
+	b2 := mustAppend(t, l, banner("blog", "v_ada_laptop"))
+	signup := Signup("shop", "ada@example.org")
+	signup.VisitorID = "v_ada_laptop"
+	sr := mustAppend(t, l, signup)
+	phone := Signup("blog", "ada@example.org")
+	phone.VisitorID = "v_ada_phone"
+	pr := mustAppend(t, l, phone)
+	b3 := mustAppend(t, l, banner("shop", "v_ada_phone"))
+	other := mustAppend(t, l, banner("shop", "v_someone_else"))
+	bob := mustAppend(t, l, Signup("shop", "bob@example.org"))
+	want := fmt.Sprint([]string{b1.ID, b2.ID, sr.ID, pr.ID, b3.ID})
+	ids := func(recs []store.Record) string {
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.ID)
+		}
+		return fmt.Sprint(out)
+	}
+	for _, ref := range []store.SubjectRef{{Email: "ADA@example.org"}, {RecordID: sr.ID}, {RecordID: b3.ID}, {VisitorID: "v_ada_laptop"}} {
+		recs, _, err := l.Lookup(ctx, ref)
+		if err != nil || ids(recs) != want {
+			t.Errorf("Lookup(%+v) = %v %v, want %v", ref, ids(recs), err, want)
+		}
+	}
+	if recs, _, err := l.Lookup(ctx, store.SubjectRef{RecordID: other.ID}); err != nil || len(recs) != 1 {
+		t.Errorf("Lookup of a lone banner record = %v, %v", ids(recs), err)
+	}
+	if _, _, err := l.Lookup(ctx, store.SubjectRef{RecordID: "01JAAAAAAAAAAAAAAAAAAAAAAA"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Lookup of an unknown record id: %v", err)
+	}
+	for _, bad := range []store.SubjectRef{{}, {Email: "a@example.org", VisitorID: "v"}, {RecordID: "not-an-id"}} {
+		var ve *store.ValidationError
+		if _, _, err := l.Lookup(ctx, bad); !errors.As(err, &ve) {
+			t.Errorf("Lookup(%+v): %v, want a ValidationError", bad, err)
+		}
+	}
+	rep, err := l.Erase(ctx, "test", store.SubjectRef{Email: "ada@example.org"})
+	if err != nil || rep.Records != 5 || fmt.Sprint(rep.VisitorIDs) != "[v_ada_laptop v_ada_phone]" || rep.Email != "ada@example.org" {
+		t.Fatalf("report %+v %v", rep, err)
+	}
+	for _, site := range []string{"shop", "blog"} {
+		for _, r := range records(t, l, site, store.Query{}) {
+			mine := r.ID != other.ID && r.ID != bob.ID
+			if mine != r.Erased || (mine && (r.VisitorID != "" || r.IP != "" || r.UserAgent != "")) {
+				t.Errorf("record %s: %+v", r.ID, r)
+			}
+		}
+	}
+	if recs, st, _ := l.Lookup(ctx, store.SubjectRef{VisitorID: "v_ada_phone"}); len(recs) != 5 || !st.Suppressed {
+		t.Errorf("after erasure, by visitor id: %v suppressed %v", ids(recs), st.Suppressed)
+	}
+	// A later banner choice from an erased visitor id is stored erased; a
+	// signup from it loses the visitor id.
+	if r := mustAppend(t, l, banner("shop", "v_ada_laptop")); !r.Erased || r.VisitorID != "" {
+		t.Errorf("banner choice of an erased visitor id: %+v", r)
+	}
+	s2 := Signup("shop", "new@example.org")
+	s2.VisitorID = "v_ada_laptop"
+	if r := mustAppend(t, l, s2); r.Erased || r.VisitorID != "" || r.Email != "new@example.org" {
+		t.Errorf("signup from an erased visitor id: %+v", r)
+	}
+	MustVerify(t, l)
+	rep, err = l.Erase(ctx, "test", store.SubjectRef{VisitorID: "v_someone_else"})
+	if err != nil || rep.Records != 1 || rep.Email != "" {
+		t.Fatalf("erase by visitor id: %+v, %v", rep, err)
+	}
+	if _, err := l.Erase(ctx, "test", store.SubjectRef{RecordID: "01JAAAAAAAAAAAAAAAAAAAAAAA"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("erase of an unknown record id: %v", err)
+	}
+	MustVerify(t, l)
 }

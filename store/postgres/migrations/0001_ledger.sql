@@ -32,15 +32,19 @@ CREATE TABLE chains (
 
 -- Append-only but for erasure (personal fields blanked) and retention
 -- (tombstones). id is 16 bytes that start with recorded_at, so the primary
--- key serves every site + time range; subject is the keyed email digest.
+-- key serves every site + time range; subject and visitor are the keyed
+-- digests of the email and the visitor id (the subjects/ and visitors/
+-- indexes of the bbolt file). Erasure keeps them; retention clears them.
 CREATE TABLE records (
     site    text  NOT NULL,
     id      bytea NOT NULL,
     body    bytea NOT NULL,
     subject bytea,
+    visitor bytea,
     PRIMARY KEY (site, id)
 );
 CREATE INDEX records_subject ON records (subject, id) INCLUDE (site) WHERE subject IS NOT NULL;
+CREATE INDEX records_visitor ON records (visitor, id) WHERE visitor IS NOT NULL;
 
 -- Double-opt-in state per person (JSON), by keyed email digest.
 CREATE TABLE optin (
@@ -48,6 +52,8 @@ CREATE TABLE optin (
     state   bytea NOT NULL
 );
 
+-- Suppressed address and visitor id digests: a later signup of one is
+-- refused, any other record naming one is stored erased.
 CREATE TABLE suppression (
     subject bytea PRIMARY KEY,
     at_ns   bigint NOT NULL,
