@@ -109,12 +109,11 @@ func (db *DB) commit(batch []*appendReq) {
 }
 
 type head struct {
-	count    int64
-	lastID   []byte
-	hash     []byte
-	lastNs   int64
-	changed  bool
-	firstNew int // index into the insert arrays of the site's first new record
+	count   int64
+	lastID  []byte
+	hash    []byte
+	lastNs  int64
+	changed bool
 }
 
 func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appendResult) error {
