@@ -116,7 +116,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 		if !errors.Is(err, ErrNewerSchema) {
 			t.Fatalf("Open (read-only %v): %v, want ErrNewerSchema", ro, err)
 		}
-		if msg := err.Error(); !strings.Contains(msg, "schema version 2") || !strings.Contains(msg, "upgrade Assent") {
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("schema version %d", schemaVersion+1)) || !strings.Contains(msg, "upgrade Assent") {
 			t.Errorf("message %q does not say what is wrong and what to do", msg)
 		}
 	}

@@ -3,7 +3,7 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 1):
+// Bucket layout (schema version 2):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -27,7 +27,12 @@
 //	suppression/
 //	  <email digest 32 bytes>   {"at":…,"reason":…} for erased addresses
 //	tokens/
-//	  <name>              {"hash":sha256 of the token,"created_at":…}
+//	  <name>              {"hash":sha256 of the token,"role":…,"created_at":…}
+//	                      (no role: admin, as before roles existed)
+//	users/                console users (users.go), since schema 2
+//	  <normalised email>  {"role":…,"hash":argon2id PHC string,"created_at":…}
+//	sessions/             console sign-ins (users.go), since schema 2
+//	  <sha256 of the session id, 32 bytes>   {"email":…,"csrf":…,"expires_at":…}
 //	audit/                append-only, FillPercent 0.95
 //	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
 //
@@ -81,9 +86,12 @@ var (
 	bucketSuppression = []byte("suppression")
 	bucketTokens      = []byte("tokens")
 	bucketAudit       = []byte("audit")
+	bucketUsers       = []byte("users")
+	bucketSessions    = []byte("sessions")
 
 	allBuckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
-		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
+		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit,
+		bucketUsers, bucketSessions}
 )
 
 // Keys in the meta bucket.
@@ -99,13 +107,14 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
 // version, so a failed migration leaves the file as it was.
 var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
+	1: migrateCreate, // users and sessions buckets; keys are kept
 }
 
 // migrateCreate makes the buckets and the keys of a new ledger.

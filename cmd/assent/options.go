@@ -39,6 +39,7 @@ var options = map[string]option{
 	"o":               {"o", "-", "output file (- = stdout)"},
 	"email":           {"email", "", "the person's email address"},
 	"name":            {"name", "", "a name for the token"},
+	"role":            {"role", "admin", "role of a token or console user: admin (everything) or viewer (read only)"},
 	"file":            {"file", "", "a site config JSON file"},
 	"purpose":         {"purpose", "", "only records granting this purpose"},
 	"country":         {"country", "", "only records from this country (ISO code)"},
