@@ -93,23 +93,62 @@ func siteError(err error, id string) error {
 	return err
 }
 
-// subjectEmail reads and checks ?email= for the subject endpoints.
-func subjectEmail(c echo.Context) (string, error) {
-	email, err := checkEmail(c.QueryParam("email"))
-	if err != nil {
-		return "", apiError(http.StatusBadRequest, "invalid_email", err.Error())
+// subjectRef reads the person a subject endpoint names: exactly one of
+// ?email=, ?visitor_id= and (for look-ups) ?receipt= (a record id).
+func subjectRef(c echo.Context, receipt bool) (store.SubjectRef, error) {
+	var ref store.SubjectRef
+	params := []string{"email", "visitor_id"}
+	if receipt {
+		params = append(params, "receipt")
 	}
-	return email, nil
+	given := 0
+	for _, p := range params {
+		if c.QueryParam(p) != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return ref, apiError(http.StatusBadRequest, "invalid_field", "give exactly one of ?"+strings.Join(params, "=, ?")+"=")
+	}
+	switch {
+	case c.QueryParam("email") != "":
+		email, err := checkEmail(c.QueryParam("email"))
+		if err != nil {
+			return ref, apiError(http.StatusBadRequest, "invalid_email", err.Error())
+		}
+		ref.Email = email
+	case c.QueryParam("visitor_id") != "":
+		v := c.QueryParam("visitor_id")
+		if len(v) > 64 || !printableASCII(v) {
+			return ref, apiError(http.StatusBadRequest, "invalid_field", "visitor_id: at most 64 printable ASCII characters")
+		}
+		ref.VisitorID = v
+	default:
+		ref.RecordID = c.QueryParam("receipt")
+	}
+	return ref, nil
+}
+
+// subjectError turns a look-up's or an erasure's error into an API error.
+func subjectError(err error) error {
+	var ve *store.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return apiError(http.StatusBadRequest, "invalid_field", ve.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return apiError(http.StatusNotFound, "not_found", "no record with that id")
+	}
+	return err
 }
 
 func (s *Server) handleSubject(c echo.Context) error {
-	email, err := subjectEmail(c)
+	ref, err := subjectRef(c, true)
 	if err != nil {
 		return err
 	}
-	recs, state, err := s.store.Subject(email)
+	recs, state, err := s.store.Lookup(ref)
 	if err != nil {
-		return err
+		return subjectError(err)
 	}
 	if recs == nil {
 		recs = []store.Record{}
@@ -117,21 +156,19 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err := s.audit(c, "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"email": email, "state": state, "records": recs})
+	return c.JSON(http.StatusOK, map[string]any{"email": state.Email, "state": state, "records": recs})
 }
 
+// handleEraseSubject erases a person; the store writes the audit entry
+// (counts only, never the person) in the erasure's own transaction.
 func (s *Server) handleEraseSubject(c echo.Context) error {
-	email, err := subjectEmail(c)
+	ref, err := subjectRef(c, false)
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(email)
+	rep, err := s.store.Erase(tokenName(c), ref)
 	if err != nil {
-		return err
-	}
-	// The audit entry never names the person: only counts.
-	if err := s.audit(c, "erase", fmt.Sprintf("erased a subject: %d records", rep.Records)); err != nil {
-		return err
+		return subjectError(err)
 	}
 	return c.JSON(http.StatusOK, rep)
 }

@@ -227,6 +227,57 @@ func TestCLISubject(t *testing.T) {
 	}
 }
 
+// Look-up by visitor id and by receipt record id, and erasure by visitor
+// id, on the file and through a server.
+func TestCLISubjectByVisitorID(t *testing.T) {
+	ws, recs := places(t)
+	for _, w := range ws {
+		t.Run(w.name, func(t *testing.T) {
+			var access struct {
+				Records []store.Record `json:"records"`
+			}
+			code, stdout, stderr := runCLI(t, append([]string{"subject", "show", "--visitor-id", "v_1"}, w.flags...)...)
+			if code != 0 || json.Unmarshal([]byte(stdout), &access) != nil || len(access.Records) != 1 || access.Records[0].VisitorID != "v_1" {
+				t.Fatalf("show --visitor-id: %d %q %s", code, stdout, stderr)
+			}
+			var want string
+			w.read(func(st *store.Store) {
+				st.Records("shop", store.Query{}, func(r store.Record) error {
+					if r.VisitorID == "v_3" {
+						want = r.ID
+					}
+					return nil
+				})
+			})
+			code, stdout, stderr = runCLI(t, append([]string{"subject", "show", "--receipt", want}, w.flags...)...)
+			if code != 0 || json.Unmarshal([]byte(stdout), &access) != nil || len(access.Records) != 1 || access.Records[0].ID != want {
+				t.Fatalf("show --receipt: %d %q %s", code, stdout, stderr)
+			}
+			code, stdout, stderr = runCLI(t, append([]string{"subject", "erase", "--visitor-id", "v_3"}, w.flags...)...)
+			var rep store.ErasureReport
+			if code != 0 || json.Unmarshal([]byte(stdout), &rep) != nil || rep.Records != 1 || len(rep.VisitorIDs) != 1 {
+				t.Fatalf("erase --visitor-id: %d %q %s", code, stdout, stderr)
+			}
+			w.read(func(st *store.Store) {
+				got, _, err := st.Lookup(store.SubjectRef{RecordID: want})
+				if err != nil || len(got) != 1 || !got[0].Erased || got[0].VisitorID != "" {
+					t.Errorf("after erase: %v %+v", err, got)
+				}
+			})
+			for _, bad := range [][]string{
+				{"subject", "show"},
+				{"subject", "show", "--email", "a@example.com", "--visitor-id", "v_1"},
+				{"subject", "erase", "--receipt", want},
+			} {
+				if code, _, stderr := runCLI(t, append(bad, w.flags...)...); code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+					t.Errorf("%v: exit %d, %q", bad, code, stderr)
+				}
+			}
+		})
+	}
+	_ = recs
+}
+
 func TestCLIVerifyAndBackup(t *testing.T) {
 	ws, recs := places(t)
 	for _, w := range ws {

@@ -18,58 +18,71 @@ import (
 )
 
 func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("subject", []string{"data", "server", "email"}, args, stderr)
+	f, err := flagsFor("subject", []string{"data", "server", "email", "visitor-id", "receipt"}, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(f.args) != 1 || (f.args[0] != "show" && f.args[0] != "erase") {
-		return usageError{"want: assent subject show|erase --email ADDRESS"}
+		return usageError{"want: assent subject show|erase --email ADDRESS | --visitor-id ID (show also --receipt RECORD-ID)"}
 	}
-	email := store.NormalizeEmail(f.str("email"))
-	if email == "" {
-		return usageError{"--email is required"}
+	erase := f.args[0] == "erase"
+	ref := store.SubjectRef{Email: store.NormalizeEmail(f.str("email")), VisitorID: f.str("visitor-id"), RecordID: f.str("receipt")}
+	given := 0
+	for _, v := range []string{ref.Email, ref.VisitorID, ref.RecordID} {
+		if v != "" {
+			given++
+		}
+	}
+	switch {
+	case erase && ref.RecordID != "":
+		return usageError{"subject erase takes --email or --visitor-id, not --receipt"}
+	case given != 1:
+		return usageError{"give exactly one of --email, --visitor-id, --receipt"}
 	}
 	l, err := openLedger(f, false)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	path := "/v1/admin/subjects?email=" + url.QueryEscape(email)
-	if f.args[0] == "show" {
-		if l.remote != nil {
-			var v any
-			if err := l.remote.getJSON(ctx, http.MethodGet, path, nil, &v); err != nil {
-				return err
-			}
-			return printJSON(stdout, v)
-		}
-		recs, state, err := l.st.Subject(email)
-		if err != nil {
-			return err
-		}
-		if recs == nil {
-			recs = []store.Record{}
-		}
-		if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
-			return err
-		}
-		return printJSON(stdout, map[string]any{"email": email, "state": state, "records": recs})
+	q := url.Values{}
+	switch {
+	case ref.Email != "":
+		q.Set("email", ref.Email)
+	case ref.VisitorID != "":
+		q.Set("visitor_id", ref.VisitorID)
+	default:
+		q.Set("receipt", ref.RecordID)
 	}
+	path := "/v1/admin/subjects?" + q.Encode()
 	if l.remote != nil {
+		method := http.MethodGet
+		if erase {
+			method = http.MethodDelete
+		}
 		var v any
-		if err := l.remote.getJSON(ctx, http.MethodDelete, path, nil, &v); err != nil {
+		if err := l.remote.getJSON(ctx, method, path, nil, &v); err != nil {
 			return err
 		}
 		return printJSON(stdout, v)
 	}
-	rep, err := l.st.Erase(email)
+	if erase {
+		rep, err := l.st.Erase("cli", ref)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, rep)
+	}
+	recs, state, err := l.st.Lookup(ref)
 	if err != nil {
 		return err
 	}
-	if err := l.st.Audit("cli", "erase", fmt.Sprintf("erased a subject: %d records", rep.Records)); err != nil {
+	if recs == nil {
+		recs = []store.Record{}
+	}
+	if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	return printJSON(stdout, rep)
+	return printJSON(stdout, map[string]any{"email": state.Email, "state": state, "records": recs})
 }
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -21,7 +21,7 @@ Usage:
   assent serve   [--addr :8080] [--data ./data] [--geoip FILE] [--trusted-proxies CIDR,…]
                  [--country-header NAME] [--rate-limit N] [--demo] [--dev]
   assent export  --site ID [--from T] [--to T] [--format csv|xlsx|jsonl] [-o FILE]
-  assent subject show|erase --email ADDRESS
+  assent subject show|erase --email ADDRESS | --visitor-id ID  (show also --receipt RECORD-ID)
   assent verify
   assent backup  FILE
   assent token   create [--name NAME] [--role admin|viewer] | list | revoke NAME

@@ -38,6 +38,8 @@ var options = map[string]option{
 	"format":          {"format", "csv", "export format: csv, xlsx or jsonl"},
 	"o":               {"o", "-", "output file (- = stdout)"},
 	"email":           {"email", "", "the person's email address"},
+	"visitor-id":      {"visitor-id", "", "a visitor id the person's browser used"},
+	"receipt":         {"receipt", "", "the record id of a receipt the person holds"},
 	"name":            {"name", "", "a name for the token"},
 	"role":            {"role", "admin", "role of a token or console user: admin (everything) or viewer (read only)"},
 	"file":            {"file", "", "a site config JSON file"},
