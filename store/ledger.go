@@ -64,10 +64,21 @@ type Ledger interface {
 	RunRetention(ctx context.Context, every time.Duration, log *slog.Logger)
 
 	CreateToken(ctx context.Context, name string) (string, error)
+	CreateTokenRole(ctx context.Context, name string, role Role) (string, error)
 	CheckToken(ctx context.Context, token string) (name string, ok bool)
+	TokenFor(ctx context.Context, token string) (Token, bool)
 	Tokens(ctx context.Context) ([]Token, error)
 	RevokeToken(ctx context.Context, name string) error
 	TokenCount(ctx context.Context) (int, error)
+
+	CreateUser(ctx context.Context, email string, role Role, password string) (User, error)
+	Users(ctx context.Context) ([]User, error)
+	DeleteUser(ctx context.Context, email string) error
+	CheckPassword(ctx context.Context, email, password string) (User, bool)
+	SetPassword(ctx context.Context, email, password string) error
+	NewSession(ctx context.Context, email string, ttl time.Duration) (string, Session, error)
+	SessionFor(ctx context.Context, id string) (Session, bool)
+	EndSession(ctx context.Context, id string) error
 
 	Audit(ctx context.Context, token, action, detail string) error
 	AuditLog(ctx context.Context, from, to time.Time, fn func(AuditEntry) error) error

@@ -52,6 +52,7 @@ func RunTests(t *testing.T, newLedger NewLedger) {
 		{"OutboxErasure", testOutboxErasure},
 		{"EraseUnsubscribeRace", testEraseUnsubscribeRace},
 		{"ErasureCoversVisitorIDs", testErasureCoversVisitorIDs},
+		{"UsersSessionsAndRoles", testUsers},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1016,4 +1017,85 @@ func testErasureCoversVisitorIDs(t *testing.T, l store.Ledger) {
 		t.Errorf("erase of an unknown record id: %v", err)
 	}
 	MustVerify(t, l)
+}
+
+func testUsers(t *testing.T, l store.Ledger) {
+	viewer, err := l.CreateTokenRole(ctx, "reader", store.RoleViewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := l.TokenFor(ctx, viewer); !ok || tok.Role != store.RoleViewer || tok.Name != "reader" {
+		t.Fatalf("TokenFor viewer: %+v %v", tok, ok)
+	}
+	if _, err := l.CreateTokenRole(ctx, "x", "owner"); err == nil {
+		t.Fatal("unknown role accepted")
+	}
+	admin, _ := l.CreateToken(ctx, "root")
+	if tok, ok := l.TokenFor(ctx, admin); !ok || tok.Role != store.RoleAdmin {
+		t.Fatalf("TokenFor admin: %+v", tok)
+	}
+	if err := l.RevokeToken(ctx, "root"); !errors.Is(err, store.ErrLastAdmin) {
+		t.Fatalf("revoking the last admin: %v", err)
+	}
+	if _, err := l.CreateUser(ctx, "Ada@Example.org", store.RoleAdmin, "short"); err == nil {
+		t.Fatal("short password accepted")
+	}
+	u, err := l.CreateUser(ctx, "Ada@Example.org", store.RoleAdmin, "correct horse battery")
+	if err != nil || u.Email != "ada@example.org" || u.Role != store.RoleAdmin {
+		t.Fatalf("CreateUser %+v %v", u, err)
+	}
+	if _, err := l.CreateUser(ctx, "ada@example.org", store.RoleViewer, "correct horse battery"); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate user: %v", err)
+	}
+	if _, ok := l.CheckPassword(ctx, "ada@example.org", "wrong password!!"); ok {
+		t.Fatal("wrong password accepted")
+	}
+	if _, ok := l.CheckPassword(ctx, "nobody@example.org", "correct horse battery"); ok {
+		t.Fatal("unknown user accepted")
+	}
+	if got, ok := l.CheckPassword(ctx, "ADA@example.org", "correct horse battery"); !ok || got.Email != "ada@example.org" {
+		t.Fatalf("CheckPassword %+v %v", got, ok)
+	}
+	id, sess, err := l.NewSession(ctx, "ada@example.org", time.Hour)
+	if err != nil || sess.CSRF == "" || sess.Role != store.RoleAdmin {
+		t.Fatalf("NewSession %+v %v", sess, err)
+	}
+	if got, ok := l.SessionFor(ctx, id); !ok || got.Email != "ada@example.org" || got.CSRF != sess.CSRF {
+		t.Fatalf("SessionFor %+v %v", got, ok)
+	}
+	if _, ok := l.SessionFor(ctx, id+"x"); ok {
+		t.Fatal("a wrong session id signed in")
+	}
+	if err := l.RevokeToken(ctx, "root"); err != nil { // ada is an admin now
+		t.Fatalf("revoke with another admin left: %v", err)
+	}
+	if err := l.SetPassword(ctx, "ada@example.org", "another long password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.SessionFor(ctx, id); ok {
+		t.Fatal("a password change left the session signed in")
+	}
+	id, _, _ = l.NewSession(ctx, "ada@example.org", time.Hour)
+	if err := l.EndSession(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.SessionFor(ctx, id); ok {
+		t.Fatal("an ended session is still signed in")
+	}
+	if err := l.DeleteUser(ctx, "ada@example.org"); !errors.Is(err, store.ErrLastAdmin) {
+		t.Fatalf("deleting the last admin: %v", err)
+	}
+	if _, err := l.CreateUser(ctx, "bob@example.org", store.RoleViewer, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteUser(ctx, "bob@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteUser(ctx, "bob@example.org"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+	users, err := l.Users(ctx)
+	if err != nil || len(users) != 1 || users[0].Email != "ada@example.org" {
+		t.Fatalf("Users %+v %v", users, err)
+	}
 }
