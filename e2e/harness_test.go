@@ -110,7 +110,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		Demo:           opts.demo,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(cfg, st, loc, log)
+	srv, err := server.New(cfg, store.Bolt(st), loc, log)
 	if err != nil {
 		t.Fatal(err)
 	}

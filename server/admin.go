@@ -13,7 +13,7 @@ import (
 )
 
 func (s *Server) audit(c echo.Context, action, detail string) error {
-	if err := s.store.Audit(actorOf(c).auditName(), action, detail); err != nil {
+	if err := s.store.Audit(c.Request().Context(), actorOf(c).auditName(), action, detail); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
 	}
 	return nil
@@ -31,12 +31,12 @@ func listJSON[T any](c echo.Context, list []T, err error) error {
 }
 
 func (s *Server) handleListSites(c echo.Context) error {
-	sites, err := s.store.Sites()
+	sites, err := s.store.Sites(c.Request().Context())
 	return listJSON(c, sites, err)
 }
 
 func (s *Server) handleGetSite(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := decodeJSON(c, &site); err != nil {
 		return err
 	}
-	created, err := s.store.CreateSite(site)
+	created, err := s.store.CreateSite(c.Request().Context(), site)
 	if err != nil {
 		return siteError(err, site.ID)
 	}
@@ -70,7 +70,7 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	if site.ID != id {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "id: the body's id must match the path")
 	}
-	updated, err := s.store.PutSite(site)
+	updated, err := s.store.PutSite(c.Request().Context(), site)
 	if err != nil {
 		return siteError(err, id)
 	}
@@ -146,7 +146,7 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	recs, state, err := s.store.Lookup(ref)
+	recs, state, err := s.store.Lookup(c.Request().Context(), ref)
 	if err != nil {
 		return subjectError(err)
 	}
@@ -166,7 +166,7 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(actorOf(c).auditName(), ref)
+	rep, err := s.store.Erase(c.Request().Context(), actorOf(c).auditName(), ref)
 	if err != nil {
 		return subjectError(err)
 	}
@@ -174,7 +174,7 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 }
 
 func (s *Server) handleVerify(c echo.Context) error {
-	rep, err := s.store.Verify()
+	rep, err := s.store.Verify(c.Request().Context())
 	if err != nil {
 		return err
 	}
@@ -189,6 +189,10 @@ func (s *Server) handleVerify(c echo.Context) error {
 }
 
 func (s *Server) handleBackup(c echo.Context) error {
+	if _, ok := store.BoltStore(s.store); !ok {
+		return apiError(http.StatusNotImplemented, "not_supported",
+			"this ledger is a PostgreSQL database: back it up with pg_dump or pg_basebackup (docs/deploy.md)")
+	}
 	if err := s.audit(c, "backup", "hot copy of the ledger"); err != nil {
 		return err
 	}
@@ -196,12 +200,12 @@ func (s *Server) handleBackup(c echo.Context) error {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="assent-backup-%s.db"`, time.Now().UTC().Format("20060102T150405Z")))
 	c.Response().WriteHeader(http.StatusOK)
-	_, err := s.store.Backup(c.Response())
+	_, err := s.store.Backup(c.Request().Context(), c.Response())
 	return err
 }
 
 func (s *Server) handleListTokens(c echo.Context) error {
-	toks, err := s.store.Tokens()
+	toks, err := s.store.Tokens(c.Request().Context())
 	return listJSON(c, toks, err)
 }
 
@@ -219,7 +223,7 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	tok, err := s.store.CreateTokenRole(req.Name, role)
+	tok, err := s.store.CreateTokenRole(c.Request().Context(), req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -238,7 +242,7 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
 	name := c.Param("name")
-	if err := s.store.RevokeToken(name); err != nil {
+	if err := s.store.RevokeToken(c.Request().Context(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
 		}
@@ -260,7 +264,7 @@ func (s *Server) handleNotice(c echo.Context) error {
 	if !strings.HasPrefix(hash, "sha256:") || len(hash) != 7+64 {
 		return apiError(http.StatusBadRequest, "invalid_field", "hash: want sha256:<64 hex digits>, as in a record's notice_hash")
 	}
-	doc, err := s.store.Notice(hash)
+	doc, err := s.store.Notice(c.Request().Context(), hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return apiError(http.StatusNotFound, "not_found", "no notice with that hash")
 	}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/assent/assent/store"
 )
 
 // apiError builds the one error shape every /v1 response uses:
@@ -29,7 +31,14 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	var he *echo.HTTPError
-	if !errors.As(err, &he) {
+	switch {
+	case errors.As(err, &he):
+	case errors.Is(err, store.ErrUnavailable):
+		// The database did not answer: nothing was stored; try again.
+		s.log.Warn("ledger unavailable", "route", c.Path(), "err", err.Error())
+		c.Response().Header().Set("Retry-After", "1")
+		he = apiError(http.StatusServiceUnavailable, "unavailable", "the ledger is not answering; nothing was stored, try again shortly")
+	default:
 		s.log.Error("request failed", "route", c.Path(), "err", err.Error())
 		he = apiError(http.StatusInternalServerError, "internal", "internal error")
 	}

@@ -136,7 +136,7 @@ func idTime(id string) (time.Time, bool) {
 var errPageFull = errors.New("page full")
 
 func (s *Server) handleExportConsents(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (s *Server) handleExportConsents(c echo.Context) error {
 		return apiError(http.StatusBadRequest, "unknown_purpose", fmt.Sprintf("purpose: site %q has no purpose %q", site.ID, q.Purpose))
 	}
 	records := func(fn func(store.Record) error) error {
-		return s.store.Records(site.ID, q.Query, fn)
+		return s.store.Records(c.Request().Context(), site.ID, q.Query, fn)
 	}
 	if q.After != "" || q.Limit > 0 {
 		records = pageOf(records, q.After, q.Limit)
@@ -195,7 +195,7 @@ func pageOf(records func(func(store.Record) error) error, after string, limit in
 }
 
 func (s *Server) handleExportSignups(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (s *Server) handleExportSignups(c echo.Context) error {
 	}
 	return s.stream(c, exportName(site.ID, "signups", q), q.Format, func() error {
 		return WriteSubjects(c.Response(), q.Format, site, func(fn func(store.SubjectState) error) error {
-			return s.store.Subjects(site.ID, q.Query, fn)
+			return s.store.Subjects(c.Request().Context(), site.ID, q.Query, fn)
 		})
 	})
 }
@@ -232,7 +232,7 @@ func (s *Server) handleAudit(c echo.Context) error {
 	}
 	return s.stream(c, name, q.Format, func() error {
 		return WriteAudit(c.Response(), q.Format, func(fn func(store.AuditEntry) error) error {
-			return s.store.AuditLog(q.From, q.To, fn)
+			return s.store.AuditLog(c.Request().Context(), q.From, q.To, fn)
 		})
 	})
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -22,7 +23,7 @@ type metrics struct {
 	h        echo.HandlerFunc
 }
 
-func newMetrics(st *store.Store) *metrics {
+func newMetrics(st store.Ledger) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "assent_http_requests_total", Help: "HTTP requests by route, method and status.",
@@ -40,7 +41,7 @@ func newMetrics(st *store.Store) *metrics {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "assent_ledger_up", Help: "1 when the ledger answers.",
 		}, func() float64 {
-			if st.Ping() != nil {
+			if st.Ping(context.Background()) != nil {
 				return 0
 			}
 			return 1

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +29,7 @@ func (s *Server) handleWidget(c echo.Context) error {
 	if !ok {
 		return apiError(http.StatusNotFound, "not_found", "widget scripts end in .js")
 	}
-	site, err := s.site(id)
+	site, err := s.site(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ type decisionResponse struct {
 }
 
 func (s *Server) handleDecision(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -109,7 +110,7 @@ func (s *Server) handleSignup(c echo.Context) error  { return s.write(c, true) }
 // write stores one banner choice or signup and answers only once the record
 // is on disk.
 func (s *Server) write(c echo.Context, signup bool) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -157,7 +158,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		return err
 	}
 	n := s.texts.notice(site, req.Locale, r.Header.Get("Accept-Language"))
-	noticeHash, err := s.texts.stored(s.store, n)
+	noticeHash, err := s.texts.stored(c.Request().Context(), s.store, n)
 	if err != nil {
 		return err
 	}
@@ -370,7 +371,7 @@ func originAllowed(site store.Site, origin string) bool {
 }
 
 func (s *Server) handlePreflight(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -452,15 +453,15 @@ func (s *Server) handleJWKS(c echo.Context) error {
 
 func (s *Server) handleHealth(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "no-store")
-	if err := s.store.Ping(); err != nil {
+	if err := s.store.Ping(c.Request().Context()); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // site loads a site or answers 404 unknown_site.
-func (s *Server) site(id string) (store.Site, error) {
-	site, err := s.store.Site(id)
+func (s *Server) site(ctx context.Context, id string) (store.Site, error) {
+	site, err := s.store.Site(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return site, apiError(http.StatusNotFound, "unknown_site", fmt.Sprintf("no site %q", truncate(id, 64)))
 	}

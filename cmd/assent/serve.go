@@ -19,9 +19,10 @@ import (
 	"github.com/assent/assent/geo"
 	"github.com/assent/assent/server"
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/store/postgres"
 )
 
-var serveFlags = []string{"addr", "data", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
+var serveFlags = []string{"addr", "data", "database", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
 	"public-url", "geo-poll", "retention-every", "log-format", "log-level"}
 
 // defaultGeoDB is where `make` puts the default country database.
@@ -61,7 +62,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	st, err := openStore(f.str("data"), false)
+	st, err := openLedgerDB(ctx, f, false)
 	if err != nil {
 		return err
 	}
@@ -91,15 +92,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	base := "http://" + displayAddr(ln.Addr())
 
-	if err := firstToken(st, cfg.Demo, stdout); err != nil {
+	if err := firstToken(ctx, st, cfg.Demo, stdout); err != nil {
 		return err
 	}
 	if cfg.Demo {
-		if err := ensureDemoSite(st, ln.Addr()); err != nil {
+		if err := ensureDemoSite(ctx, st, ln.Addr()); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "demo page:     %s/\nadmin console: %s/admin/\n", base, base)
-		if err := demoUser(st, stdout); err != nil {
+		if err := demoUser(ctx, st, stdout); err != nil {
 			return err
 		}
 	}
@@ -113,7 +114,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if retention > 0 {
 		go st.RunRetention(ctx, retention, log)
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "ledger", st.Path(), "geoip", geoPath, "geo_db", loc.BuildDate(),
+	log.Info("serving", "addr", ln.Addr().String(), "ledger", st.Describe(), "geoip", geoPath, "geo_db", loc.BuildDate(),
 		"widget_build", srv.WidgetBuild(), "demo", cfg.Demo)
 	fmt.Fprintf(stdout, "listening on %s\n", base)
 	if err := srv.Serve(ctx, ln); err != nil {
@@ -143,8 +144,8 @@ func reloadOnHUP(ctx context.Context, loc *geo.Locator, log *slog.Logger) {
 
 // firstToken prints an admin token on the first start of an empty ledger,
 // and in demo mode on every start (a demo token, so `make run` can show one).
-func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
-	n, err := st.TokenCount()
+func firstToken(ctx context.Context, st store.Ledger, demo bool, stdout io.Writer) error {
+	n, err := st.TokenCount(ctx)
 	if err != nil {
 		return err
 	}
@@ -154,11 +155,11 @@ func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
 	} else if n > 0 {
 		return nil
 	}
-	tok, err := st.CreateToken(name)
+	tok, err := st.CreateToken(ctx, name)
 	if err != nil {
 		return err
 	}
-	if err := st.Audit("", "token_create", "token "+name+" at start-up"); err != nil {
+	if err := st.Audit(ctx, "", "token_create", "token "+name+" at start-up"); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "admin token %q (shown once; only its hash is stored):\n%s\n", name, tok)
@@ -174,15 +175,15 @@ const demoEmail = "admin@demo.example"
 // demoUser makes the demo's admin console user, with a fresh password on
 // every start (only its hash is kept, so it cannot be shown again), and
 // prints how to sign in.
-func demoUser(st *store.Store, stdout io.Writer) error {
+func demoUser(ctx context.Context, st store.Ledger, stdout io.Writer) error {
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
 		return err
 	}
 	pw := base64.RawURLEncoding.EncodeToString(b)
-	_, err := st.CreateUser(demoEmail, store.RoleAdmin, pw)
+	_, err := st.CreateUser(ctx, demoEmail, store.RoleAdmin, pw)
 	if errors.Is(err, store.ErrExists) {
-		err = st.SetPassword(demoEmail, pw)
+		err = st.SetPassword(ctx, demoEmail, pw)
 	}
 	if err != nil {
 		return err
@@ -191,15 +192,15 @@ func demoUser(st *store.Store, stdout io.Writer) error {
 	return nil
 }
 
-func ensureDemoSite(st *store.Store, addr net.Addr) error {
+func ensureDemoSite(ctx context.Context, st store.Ledger, addr net.Addr) error {
 	port := "8080"
 	if ta, ok := addr.(*net.TCPAddr); ok {
 		port = strconv.Itoa(ta.Port)
 	}
 	origins := []string{"http://localhost:" + port, "http://127.0.0.1:" + port}
-	site, err := st.Site("demo")
+	site, err := st.Site(ctx, "demo")
 	if errors.Is(err, store.ErrNotFound) {
-		_, err = st.CreateSite(server.DemoSite(origins))
+		_, err = st.CreateSite(ctx, server.DemoSite(origins))
 		return err
 	}
 	if err != nil {
@@ -207,7 +208,7 @@ func ensureDemoSite(st *store.Store, addr net.Addr) error {
 	}
 	if fmt.Sprint(site.Origins) != fmt.Sprint(origins) {
 		site.Origins = origins
-		_, err = st.PutSite(site)
+		_, err = st.PutSite(ctx, site)
 	}
 	return err
 }
@@ -237,6 +238,26 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
+}
+
+// openLedgerDB opens the ledger a command names: the PostgreSQL database of
+// --database, or else the bbolt file in --data (created for a server).
+func openLedgerDB(ctx context.Context, f *flags, readOnly bool) (store.Ledger, error) {
+	if u, ok := f.vals["database"]; ok && *u != "" {
+		if !postgres.IsURL(*u) {
+			return nil, usageError{"--database: want a postgres:// URL, or nothing for the ledger file in --data"}
+		}
+		db, err := postgres.Open(ctx, *u, postgres.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return db, nil
+	}
+	st, err := openStore(f.str("data"), readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return store.Bolt(st), nil
 }
 
 // openStore opens the ledger in dir, creating dir for a server.
