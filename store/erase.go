@@ -79,7 +79,7 @@ func (s *Store) Erase(email string) (ErasureReport, error) {
 				return err
 			}
 		}
-		if err := updateOptIn(tx, subject, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
+		if err := eraseOptIn(tx, subject); err != nil {
 			return err
 		}
 		if err := eraseOutbox(tx, subject, s.now()); err != nil {
@@ -148,12 +148,12 @@ func updateOptIn(tx *bolt.Tx, subject []byte, change func(*optIn)) error {
 	if v == nil {
 		return nil
 	}
-	var o optIn
-	if err := json.Unmarshal(v, &o); err != nil {
-		return fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
+	d, err := parseOptIn(v)
+	if err != nil {
+		return err
 	}
-	change(&o)
-	if v, err := json.Marshal(o); err != nil {
+	change(&d.optIn)
+	if v, err := json.Marshal(d); err != nil {
 		return err
 	} else {
 		return b.Put(subject, v)

@@ -93,6 +93,9 @@ type AppendOptions struct {
 	// the items to queue with it. It runs in the one writer goroutine while
 	// a commit is open: it must be quick and must not call the Store.
 	Outbox func(Record) ([]OutboxItem, error)
+	// OptIn "pending" marks a signup that waits for its double-opt-in
+	// confirmation (optin.go), in the same transaction.
+	OptIn string
 }
 
 // Outbox bucket layout (in outbox/):
