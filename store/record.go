@@ -2,10 +2,10 @@ package store
 
 import (
 	"context"
-	"errors"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
