@@ -30,7 +30,10 @@ func (s *Server) routes() *echo.Echo {
 	writes.OPTIONS("/consents", s.handlePreflight)
 	writes.OPTIONS("/signups", s.handlePreflight)
 	e.GET("/u/:token", s.handleUnsubscribePage)
+	e.POST("/u/:token", s.handleOneClickUnsubscribe, s.limitBody, s.rateLimit) // RFC 8058
 	e.POST("/v1/unsubscribe", s.handleUnsubscribe, s.limitBody, s.rateLimit)
+	e.GET("/c/:token", s.handleConfirmPage)
+	e.POST("/v1/confirm", s.handleConfirm, s.limitBody, s.rateLimit)
 	e.GET("/.well-known/jwks.json", s.handleJWKS, cors)
 	e.GET("/healthz", s.handleHealth)
 	e.GET("/metrics", s.met.handler)
@@ -43,6 +46,7 @@ func (s *Server) routes() *echo.Echo {
 	admin.PUT("/sites/:site", s.handlePutSite, s.limitBody)
 	admin.GET("/sites/:site/consents", s.handleExportConsents)
 	admin.GET("/sites/:site/signups", s.handleExportSignups)
+	admin.GET("/sites/:site/mail", s.handleMailList)
 	admin.GET("/subjects", s.handleSubject)
 	admin.DELETE("/subjects", s.handleEraseSubject)
 	admin.GET("/notices/:hash", s.handleNotice)
