@@ -22,11 +22,13 @@ var confirmPage = template.Must(template.New("c").Parse(`<!doctype html>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}button{font:inherit;padding:.6rem 1.2rem;border-radius:6px;border:2px solid #0b57d0;background:#0b57d0;color:#fff;cursor:pointer}</style>
 </head><body><main>
 <h1>{{.Title}}</h1><p>{{.Text}}</p>
+{{if .Receipt}}<details><summary>{{.ReceiptLabel}}</summary><pre data-receipt style="white-space:pre-wrap;word-break:break-all">{{.Receipt}}</pre></details>{{end}}
 {{if .Token}}<form method="post" action="/v1/confirm"><input type="hidden" name="token" value="{{.Token}}"><button type="submit" data-assent-action="confirm">{{.Button}}</button></form>{{end}}
 </main></body></html>`))
 
 type confirmView struct {
 	Lang, Title, Text, Button, Token string
+	Receipt, ReceiptLabel            string // the confirm record's signed receipt, for the person to keep
 }
 
 func (s *Server) confirmHTML(c echo.Context, status int, v confirmView) error {
@@ -92,6 +94,7 @@ type confirmResponse struct {
 	ID          string `json:"id"`
 	RecordedAt  string `json:"recorded_at"`
 	DoubleOptIn string `json:"double_opt_in"`
+	Receipt     string `json:"receipt,omitempty"` // of a confirmation stored now
 }
 
 // handleConfirm takes {"token"} as JSON or the page's form post. The token
@@ -113,6 +116,7 @@ func (s *Server) handleConfirm(c echo.Context) error {
 	}
 	rec, err := s.store.Confirm(r.Context(), token, meta)
 	var ac *store.AlreadyConfirmedError
+	receipt := ""
 	switch {
 	case errors.As(err, &ac):
 		rec.ID, rec.RecordedAt = ac.ID, ac.At
@@ -132,13 +136,19 @@ func (s *Server) handleConfirm(c echo.Context) error {
 		return err
 	default:
 		s.met.recorded(rec.Site, rec.Event)
+		if receipt, err = s.store.Receipt(rec); err != nil {
+			return err
+		}
 	}
 	if form {
 		t := s.confirmTexts(c, site)
+		rt, _ := t.m["receipt"].(map[string]any)
+		receiptLabel, _ := rt["title"].(string)
 		return s.confirmHTML(c, http.StatusOK, confirmView{Lang: t.locale, Title: t.str("confirmed_title"),
-			Text: strings.ReplaceAll(t.str("confirmed_text"), "{list}", listName(site, t))})
+			Text:    strings.ReplaceAll(t.str("confirmed_text"), "{list}", listName(site, t)),
+			Receipt: receipt, ReceiptLabel: receiptLabel})
 	}
-	return c.JSON(http.StatusOK, confirmResponse{ID: rec.ID, RecordedAt: fmtTime(rec.RecordedAt), DoubleOptIn: "confirmed"})
+	return c.JSON(http.StatusOK, confirmResponse{ID: rec.ID, RecordedAt: fmtTime(rec.RecordedAt), DoubleOptIn: "confirmed", Receipt: receipt})
 }
 
 // readToken reads {"token"} from a JSON body or the token field of a form
