@@ -264,4 +264,3 @@ func doiServerAt(t *testing.T, mp *mailpit.Server, data, base string) {
 		"--mail-from", "Assent demo <demo@assent.localhost>", "--public-url", base)
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
-
