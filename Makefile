@@ -50,7 +50,7 @@ DEMO_ADDR    ?= 8080
 MAILPIT_SMTP ?= 1025
 MAILPIT_HTTP ?= 8025
 run: geodb bin/assent bin/mailpit
-	@bin/mailpit --smtp 127.0.0.1:$(MAILPIT_SMTP) --listen 127.0.0.1:$(MAILPIT_HTTP) --quiet & mp=$$!; \
+	@bin/mailpit --smtp 127.0.0.1:$(MAILPIT_SMTP) --listen 127.0.0.1:$(MAILPIT_HTTP) --quiet --disable-version-check & mp=$$!; \
 	  trap 'kill $$mp 2>/dev/null' EXIT INT TERM; \
 	  echo "mailbox (Mailpit): http://localhost:$(MAILPIT_HTTP)/"; \
 	  ./bin/assent serve --demo --data data --geoip $(GEO_DB) --addr :$(DEMO_ADDR) \

@@ -98,7 +98,7 @@ func (s *Server) Start() {
 		return
 	}
 	s.cmd = exec.Command(s.bin, "--smtp", "127.0.0.1:"+strconv.Itoa(s.SMTPPort), "--listen", "127.0.0.1:"+strconv.Itoa(s.HTTPPort),
-		"--database", filepath.Join(s.t.TempDir(), "mailpit.db"), "--quiet")
+		"--database", filepath.Join(s.t.TempDir(), "mailpit.db"), "--quiet", "--disable-version-check")
 	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
