@@ -85,7 +85,7 @@ func TestDoubleOptInConfirm(t *testing.T) {
 		t.Fatalf("%d records on shop after an expired link", n)
 	}
 	// Erasure removes the IPs of the state, keeps the times.
-	if _, err := s.Erase("ada@example.org"); err != nil {
+	if _, err := s.Erase("test", SubjectRef{Email: "ada@example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	if st := row("shop"); st.PendingIP != "" || st.ConfirmedIP != "" || st.ConfirmedAt.IsZero() {
