@@ -36,6 +36,16 @@ func (b boltLedger) AppendWith(ctx context.Context, rec Record, opts AppendOptio
 func (b boltLedger) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
 	return b.s.Unsubscribe(ctx, token, meta)
 }
+func (b boltLedger) Confirm(ctx context.Context, token string, meta Record) (Record, error) {
+	return b.s.Confirm(ctx, token, meta)
+}
+func (b boltLedger) ConfirmToken(site, signupID string) string {
+	return b.s.ConfirmToken(site, signupID)
+}
+func (b boltLedger) ParseConfirmToken(token string) (string, []byte, error) {
+	return b.s.ParseConfirmToken(token)
+}
+func (b boltLedger) SubjectDigest(email string) []byte { return b.s.SubjectDigest(email) }
 
 func (b boltLedger) Sites(ctx context.Context) ([]Site, error) {
 	if err := ctx.Err(); err != nil {

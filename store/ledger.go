@@ -27,6 +27,8 @@ type Ledger interface {
 	Append(ctx context.Context, rec Record) (Record, error)
 	// Unsubscribe appends the withdraw record an unsubscribe token asks for.
 	Unsubscribe(ctx context.Context, token string, meta Record) (Record, error)
+	// Confirm appends a double-opt-in confirmation (see Store.Confirm).
+	Confirm(ctx context.Context, token string, meta Record) (Record, error)
 
 	Sites(ctx context.Context) ([]Site, error)
 	Site(ctx context.Context, id string) (Site, error)
@@ -87,6 +89,9 @@ type Ledger interface {
 	JWKS() ([]byte, error)
 	UnsubscribeToken(site, email string) string
 	ParseUnsubscribeToken(token string) (site, subject string, err error)
+	ConfirmToken(site, signupID string) string
+	ParseConfirmToken(token string) (site string, signupID []byte, err error)
+	SubjectDigest(email string) []byte
 
 	// Ping reads the ledger once, for health checks.
 	Ping(ctx context.Context) error

@@ -88,4 +88,3 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rep.Records, rep.Sites, rep.Notices, rep.Suppressed, rep.Tokens, rep.Users, rep.AuditEntries, rep.OutboxItems, postgres.Redact(to))
 	return nil
 }
-

@@ -110,7 +110,11 @@ func addItem(ctx context.Context, tx pgx.Tx, it *store.OutboxItem, subject []byt
 // AppendWith is Append plus the outbox items made from the stored record,
 // committed in the record's transaction (store.Store.AppendWith).
 func (db *DB) AppendWith(ctx context.Context, rec store.Record, opts store.AppendOptions) (store.Record, []store.OutboxItem, error) {
-	res := db.enqueueReq(ctx, db.Prepare(rec, nil), opts.Outbox)
+	if opts.OptIn != "" && opts.OptIn != "pending" {
+		return store.Record{}, nil, &store.ValidationError{Field: "double_opt_in", Code: "invalid_field",
+			Message: `AppendWith takes the step "pending"; Confirm makes "confirmed"`}
+	}
+	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, nil), outbox: opts.Outbox, optIn: opts.OptIn, done: make(chan appendResult, 1)})
 	return res.rec, res.outbox, res.err
 }
 
@@ -159,7 +163,9 @@ func (db *DB) OutboxAttempt(ctx context.Context, id string, a store.Attempt) (st
 		}
 		now := db.now().UTC()
 		it.Attempts++
-		it.LastError, it.LastCode = store.TruncateUTF8(a.Err, 1000), a.Code
+		if a.Err != "" { // a sent item keeps its last failure, for admins
+			it.LastError, it.LastCode = store.TruncateUTF8(a.Err, 1000), a.Code
+		}
 		switch {
 		case a.Err == "":
 			it.State, it.DoneAt, it.NextAttemptAt = store.OutboxSent, now, time.Time{}
