@@ -166,7 +166,7 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(tokenName(c), ref)
+	rep, err := s.store.Erase(actorOf(c).auditName(), ref)
 	if err != nil {
 		return subjectError(err)
 	}
