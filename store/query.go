@@ -317,7 +317,7 @@ func SubjectRow(site string, q Query, all []Record, optInState []byte, suppresse
 		(q.Regime != "" && first.Regime != q.Regime) {
 		return st, false, nil
 	}
-	email := ""
+	email := rectifiedTo(all) // a corrected address is shown on every site
 	for i := len(recs) - 1; i >= 0 && email == ""; i-- {
 		email = recs[i].Email
 	}
@@ -344,6 +344,15 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 	var start, end []byte
 	if q.Email != "" {
 		start = s.subjectDigest(q.Email)
+		// An address corrected since is shown under its newest address.
+		err := s.db.View(func(tx *bolt.Tx) error {
+			_, _, current, err := linkedAddresses(tx, start)
+			start = current
+			return err
+		})
+		if err != nil {
+			return err
+		}
 		end = append(bytes.Clone(start), 0xff)
 	}
 	// Group the index by digest: each chunk ends at a digest boundary so a
@@ -376,7 +385,26 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 				if err != nil {
 					return err
 				}
-				st, ok, err := SubjectRow(site, q, all, tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil)
+				optInState, suppressed := tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil
+				if hasRectify(all) {
+					// One row per person, under their newest address, with
+					// the records of every address they had (rights.go).
+					linked, digests, current, err := linkedAddresses(tx, subject)
+					if err != nil {
+						return err
+					}
+					if !bytes.Equal(current, subject) {
+						continue
+					}
+					all = linked
+					for _, d := range digests {
+						if optInState == nil {
+							optInState = tx.Bucket(bucketOptIn).Get(d)
+						}
+						suppressed = suppressed || tx.Bucket(bucketSuppression).Get(d) != nil
+					}
+				}
+				st, ok, err := SubjectRow(site, q, all, optInState, suppressed)
 				if err != nil {
 					return err
 				}
