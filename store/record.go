@@ -43,11 +43,11 @@ type Record struct {
 	Reason string `json:"reason,omitempty"`
 	// NewEmail is the corrected address a rectify record links Email to:
 	// personal like Email (a digest in the hash, erased too).
-	NewEmail string `json:"new_email,omitempty"`
-	PrevHash      string            `json:"prev_hash"`
-	Hash          string            `json:"hash"`
-	Erased        bool              `json:"erased,omitempty"`
-	Tombstone     bool              `json:"tombstone,omitempty"`
+	NewEmail  string `json:"new_email,omitempty"`
+	PrevHash  string `json:"prev_hash"`
+	Hash      string `json:"hash"`
+	Erased    bool   `json:"erased,omitempty"`
+	Tombstone bool   `json:"tombstone,omitempty"`
 }
 
 // NormalizeEmail is the one way Assent normalises an address: trimmed and
