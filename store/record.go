@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -19,8 +20,8 @@ type Record struct {
 	ID            string            `json:"id"`
 	RecordedAt    time.Time         `json:"recorded_at"`
 	Site          string            `json:"site"`
-	Event         string            `json:"event"`  // grant, deny, partial, withdraw
-	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin
+	Event         string            `json:"event"`  // grant, deny, partial, withdraw, confirm
+	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin, double_opt_in
 	Basis         string            `json:"basis"`  // explicit, implied
 	Email         string            `json:"email"`
 	VisitorID     string            `json:"visitor_id"`
@@ -37,7 +38,8 @@ type Record struct {
 	UserAgent     string            `json:"user_agent"`
 	GPC           bool              `json:"gpc"`
 	DNT           bool              `json:"dnt"`
-	Name          string            `json:"name,omitempty"` // a signup's name: personal, erased too
+	Name          string            `json:"name,omitempty"`     // a signup's name: personal, erased too
+	Confirms      string            `json:"confirms,omitempty"` // a confirm record's signup id
 	// Reason is why an admin recorded a withdrawal or a rectification on the
 	// person's request; it is proof and enters the hash in clear.
 	Reason string `json:"reason,omitempty"`
@@ -93,6 +95,7 @@ type appendReq struct {
 	tmpl    template
 	body    []byte // encodeBody(&rec)
 	outbox  func(Record) ([]OutboxItem, error)
+	optIn   string // a double-opt-in step stored with the record (optin.go)
 	done    chan appendResult
 	// unsubscribe: store nothing when the subject's signup purposes on the
 	// site are already in the states this record sets (see Unsubscribe).
@@ -158,7 +161,10 @@ func (s *Store) Append(ctx context.Context, rec Record) (Record, error) {
 func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	rec.Erased = false
 	req := s.newAppendReq(ctx, rec, nil)
-	req.outbox = opts.Outbox
+	req.outbox, req.optIn = opts.Outbox, opts.OptIn
+	if req.optIn != "" && req.optIn != "pending" {
+		return Record{}, nil, invalid("double_opt_in", "AppendWith takes the step \"pending\"; Confirm makes \"confirmed\"")
+	}
 	res := s.enqueue(req)
 	return res.rec, res.outbox, res.err
 }
@@ -295,17 +301,20 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		r := &req.rec
 		emailSuppressed := req.subject != nil && suppression.Get(req.subject) != nil
 		visitorSuppressed := r.digests.visitorID != nil && suppression.Get(r.digests.visitorID) != nil
-		switch {
-		case r.Source == "signup" && emailSuppressed:
-			results[i].err = ErrSuppressed
+		if err := (&PendingRecord{req: req}).Suppress(emailSuppressed, visitorSuppressed); err != nil {
+			results[i].err = err
 			if err := putAudit(tx, s.now(), systemActor, "suppressed_signup", "site="+r.Site); err != nil {
 				return err
 			}
 			continue
-		case r.Source == "signup" && visitorSuppressed:
-			req.dropVisitor()
-		case (emailSuppressed || visitorSuppressed) && !r.Erased:
-			req.eraseFields()
+		}
+		if err := checkOptIn(tx, req); err != nil {
+			results[i].err = err
+			var ac *AlreadyConfirmedError
+			if errors.As(err, &ac) {
+				continue
+			}
+			return err
 		}
 		if req.unsubscribe && req.subject != nil {
 			last, done, err := alreadySet(tx, req)
@@ -331,6 +340,9 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		}
 		s.lastNs = ns
 		results[i].rec = rec
+		if err := putOptIn(tx, req, rec); err != nil {
+			return err
+		}
 		if err := req.auditRights(tx, s.now()); err != nil {
 			return err
 		}
@@ -404,26 +416,8 @@ func alreadySet(tx *bolt.Tx, req *appendReq) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, err
 	}
-	state := map[string]string{}
-	var last *Record
-	for i := range recs {
-		if recs[i].Site != req.rec.Site || recs[i].Tombstone {
-			continue
-		}
-		for k, v := range recs[i].Choices {
-			state[k] = v
-		}
-		last = &recs[i]
-	}
-	if last == nil {
-		return Record{}, false, nil
-	}
-	for k, v := range req.rec.Choices {
-		if state[k] != v {
-			return Record{}, false, nil
-		}
-	}
-	return *last, true, nil
+	last, ok := LatestIfSet(recs, req.rec.Site, req.rec.Choices)
+	return last, ok, nil
 }
 
 // chain returns the site's record bucket and head, loading them once per
