@@ -239,6 +239,13 @@ func (s *Store) Lookup(ref SubjectRef) ([]Record, SubjectState, error) {
 			if len(p.emails) > 0 {
 				subject = p.emails[0]
 			}
+			// After a rectification the double opt-in state stays filed
+			// under the address that made it.
+			for _, d := range p.emails {
+				if tx.Bucket(bucketOptIn).Get(subject) == nil && tx.Bucket(bucketOptIn).Get(d) != nil {
+					subject = d
+				}
+			}
 			// The state is the address's, as in the signups export: the
 			// records that name it, not the banner choices of its browsers.
 			var own []Record
