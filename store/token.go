@@ -42,7 +42,7 @@ func (s *Store) CreateToken(name string) (string, error) {
 		return "", err
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(secret)
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		if name == "" {
 			for n := b.Stats().KeyN + 1; ; n++ {
@@ -107,7 +107,7 @@ func (s *Store) Tokens() ([]Token, error) {
 
 // RevokeToken deletes a token by name, or gives ErrNotFound.
 func (s *Store) RevokeToken(name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		if b.Get([]byte(name)) == nil {
 			return fmt.Errorf("token %q: %w", name, ErrNotFound)
