@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,32 +12,8 @@ import (
 	"github.com/assent/assent/store"
 )
 
-const ctxToken = "assent.token"
-
-// requireToken admits a request with a valid bearer token and remembers the
-// token's name for the audit log. There are no cookies, so no CSRF.
-func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		auth := c.Request().Header.Get("Authorization")
-		scheme, tok, ok := strings.Cut(auth, " ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.ToLower(scheme)), []byte("bearer")) != 1 || tok == "" {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="assent"`)
-			return apiError(http.StatusUnauthorized, "unauthorized", "admin endpoints need Authorization: Bearer <token>")
-		}
-		name, ok := s.store.CheckToken(strings.TrimSpace(tok))
-		if !ok {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="assent", error="invalid_token"`)
-			return apiError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid")
-		}
-		c.Set(ctxToken, name)
-		return next(c)
-	}
-}
-
-func tokenName(c echo.Context) string { n, _ := c.Get(ctxToken).(string); return n }
-
 func (s *Server) audit(c echo.Context, action, detail string) error {
-	if err := s.store.Audit(tokenName(c), action, detail); err != nil {
+	if err := s.store.Audit(actorOf(c).auditName(), action, detail); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
 	}
 	return nil
@@ -191,7 +166,7 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(tokenName(c), ref)
+	rep, err := s.store.Erase(actorOf(c).auditName(), ref)
 	if err != nil {
 		return subjectError(err)
 	}
@@ -233,13 +208,18 @@ func (s *Server) handleListTokens(c echo.Context) error {
 func (s *Server) handleCreateToken(c echo.Context) error {
 	var req struct {
 		Name string `json:"name"`
+		Role string `json:"role"`
 	}
 	if c.Request().ContentLength != 0 {
 		if err := decodeJSON(c, &req); err != nil {
 			return err
 		}
 	}
-	tok, err := s.store.CreateToken(req.Name)
+	role, err := store.ParseRole(req.Role)
+	if err != nil {
+		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
+	}
+	tok, err := s.store.CreateTokenRole(req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -250,10 +230,10 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 		}
 		return err
 	}
-	if err := s.audit(c, "token_create", "token "+req.Name); err != nil {
+	if err := s.audit(c, "token_create", "token "+req.Name+" role "+string(role)); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "token": tok})
+	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "role": string(role), "token": tok})
 }
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
@@ -261,6 +241,9 @@ func (s *Server) handleRevokeToken(c echo.Context) error {
 	if err := s.store.RevokeToken(name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
+		}
+		if errors.Is(err, store.ErrLastAdmin) {
+			return apiError(http.StatusConflict, "last_admin", fmt.Sprintf("token %q is the last admin token or user; create another admin first", truncate(name, 64)))
 		}
 		return err
 	}
@@ -285,4 +268,15 @@ func (s *Server) handleNotice(c echo.Context) error {
 		return err
 	}
 	return c.JSONBlob(http.StatusOK, doc)
+}
+
+// handleWhoami tells the console who is signed in, with which role, and the
+// CSRF token its changes must carry (empty for a bearer token).
+func (s *Server) handleWhoami(c echo.Context) error {
+	a := actorOf(c)
+	kind := "token"
+	if a.User {
+		kind = "user"
+	}
+	return c.JSON(http.StatusOK, map[string]string{"kind": kind, "name": a.Name, "role": string(a.Role), "csrf": a.CSRF})
 }

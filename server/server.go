@@ -53,6 +53,9 @@ type Server struct {
 	met     *metrics
 	bundle  *bundles
 	console *built[*consoleAssets]
+
+	routeRoles map[string]store.Role // "METHOD /path" of each admin route -> least role
+	logins     *loginLimiter
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -102,6 +105,9 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		met:     newMetrics(st),
 		bundle:  b,
 		console: cons,
+
+		routeRoles: map[string]store.Role{},
+		logins:     newLoginLimiter(),
 	}
 	s.echo = s.routes()
 	return s, nil

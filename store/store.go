@@ -3,7 +3,8 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 3; version 1 had no outbox, 2 no visitors/ index):
+// Bucket layout (schema version 4; version 1 had no outbox, 2 no visitors/
+// index, 3 no users/ and sessions/):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -31,7 +32,12 @@
 //	                      addresses and visitor ids: every later record naming
 //	                      one is refused (a signup) or stored erased (erase.go)
 //	tokens/
-//	  <name>              {"hash":sha256 of the token,"created_at":…}
+//	  <name>              {"hash":sha256 of the token,"role":…,"created_at":…}
+//	                      (no role: admin, as before roles existed)
+//	users/                console users (users.go), since schema 4
+//	  <normalised email>  {"role":…,"hash":argon2id PHC string,"created_at":…}
+//	sessions/             console sign-ins (users.go), since schema 4
+//	  <sha256 of the session id, 32 bytes>   {"email":…,"csrf":…,"expires_at":…}
 //	audit/                append-only, FillPercent 0.95
 //	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
 //	outbox/               what must be sent: mails, webhook deliveries (outbox.go)
@@ -110,11 +116,13 @@ var (
 	bucketTokens      = []byte("tokens")
 	bucketAudit       = []byte("audit")
 	bucketOutbox      = []byte("outbox")
+	bucketUsers       = []byte("users")
+	bucketSessions    = []byte("sessions")
 
 	// schema1Buckets are the top-level buckets of schema version 1.
 	schema1Buckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
 		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
-	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketVisitors)
+	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketVisitors, bucketUsers, bucketSessions)
 )
 
 // Keys in the meta bucket.
@@ -130,7 +138,7 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
@@ -139,6 +147,17 @@ var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
 	1: migrateOutbox,
 	2: migrateVisitors,
+	3: migrateUsers,
+}
+
+// migrateUsers makes the console's users/ and sessions/ buckets (schema 4).
+func migrateUsers(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketUsers, bucketSessions} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrateVisitors builds the visitors/ index (schema 3) from the records'

@@ -156,18 +156,22 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("token", []string{"data", "server", "name"}, args, stderr)
+	f, err := flagsFor("token", []string{"data", "server", "name", "role"}, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(f.args) == 0 {
-		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
+		return usageError{"want: assent token create [--name NAME] [--role admin|viewer] | list | revoke NAME"}
 	}
 	verb := f.args[0]
 	switch {
 	case verb == "create" && len(f.args) == 1, verb == "list" && len(f.args) == 1, verb == "revoke" && len(f.args) == 2:
 	default:
-		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
+		return usageError{"want: assent token create [--name NAME] [--role admin|viewer] | list | revoke NAME"}
+	}
+	role, err := store.ParseRole(f.str("role"))
+	if err != nil {
+		return usageError{"--role: want admin or viewer"}
 	}
 	l, err := openLedger(f, verb == "create")
 	if err != nil {
@@ -179,15 +183,15 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		var tok string
 		if l.remote != nil {
 			var v struct{ Token string }
-			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name")}, &v)
+			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name"), "role": string(role)}, &v)
 			tok = v.Token
-		} else if tok, err = l.st.CreateToken(f.str("name")); err == nil {
-			err = l.st.Audit("cli", "token_create", "token "+f.str("name"))
+		} else if tok, err = l.st.CreateTokenRole(f.str("name"), role); err == nil {
+			err = l.st.Audit("cli", "token_create", "token "+f.str("name")+" role "+string(role))
 		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stderr, "new admin token (shown once; only its hash is stored):")
+		fmt.Fprintf(stderr, "new %s token (shown once; only its hash is stored):\n", role)
 		fmt.Fprintln(stdout, tok)
 		return nil
 	case "list":
@@ -201,7 +205,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		for _, t := range toks {
-			fmt.Fprintf(stdout, "%s\t%s\n", t.Name, t.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+			fmt.Fprintf(stdout, "%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
 		}
 		return nil
 	}
@@ -210,7 +214,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(name), nil, nil)
 	}
 	if err := l.st.RevokeToken(name); err != nil {
-		return fmt.Errorf("token %q: %w", name, err)
+		return err
 	}
 	return l.st.Audit("cli", "token_revoke", "token "+name)
 }

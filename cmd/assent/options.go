@@ -41,6 +41,7 @@ var options = map[string]option{
 	"visitor-id":      {"visitor-id", "", "a visitor id the person's browser used"},
 	"receipt":         {"receipt", "", "the record id of a receipt the person holds"},
 	"name":            {"name", "", "a name for the token"},
+	"role":            {"role", "admin", "role of a token or console user: admin (everything) or viewer (read only)"},
 	"file":            {"file", "", "a site config JSON file"},
 	"purpose":         {"purpose", "", "only records granting this purpose"},
 	"country":         {"country", "", "only records from this country (ISO code)"},
