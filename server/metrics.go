@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"context"
 	"strconv"
 	"time"
 
@@ -38,6 +39,7 @@ func newMetrics(st *store.Store) *metrics {
 	m.reg.MustRegister(m.requests, m.duration, m.records,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if st != nil {
+		m.reg.MustRegister(mailCollector{st})
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "assent_ledger_up", Help: "1 when the ledger answers.",
 		}, func() float64 {
@@ -81,4 +83,21 @@ func (w writeFailed) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(writeFailedDesc, prometheus.GaugeValue, 0, "")
+}
+
+// mailCollector reads the mails per state from the ledger at each scrape,
+// so the figures are the ledger's, across restarts.
+type mailCollector struct{ st *store.Store }
+
+var mailDesc = prometheus.NewDesc("assent_mail_total", "Confirmation mails in the outbox, by state (queued, sent, failed).", []string{"state"}, nil)
+
+func (c mailCollector) Describe(ch chan<- *prometheus.Desc) { ch <- mailDesc }
+func (c mailCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.st.OutboxCounts(context.Background(), mailKind)
+	if err != nil {
+		return
+	}
+	for _, state := range []string{store.OutboxQueued, store.OutboxSent, store.OutboxFailed} {
+		ch <- prometheus.MustNewConstMetric(mailDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
 }
