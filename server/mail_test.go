@@ -217,6 +217,11 @@ func TestDoubleOptInMailAndConfirm(t *testing.T) {
 	if last := recs[len(recs)-1]; last.Event != "withdraw" || last.Source != "unsubscribe" || st.Purposes["news"]["newsletter"] != "denied" {
 		t.Fatalf("after one-click: %+v", last)
 	}
+	// Again (mail clients retry): 200, nothing new stored.
+	n := ts.count("news")
+	if r := ts.do(http.MethodPost, upath, "List-Unsubscribe=One-Click", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); r.StatusCode != 200 || ts.count("news") != n {
+		t.Errorf("a repeated one-click: %d, %d records (was %d)", r.StatusCode, ts.count("news"), n)
+	}
 	if r := ts.do(http.MethodPost, "/u/nonsense", "List-Unsubscribe=One-Click", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); r.StatusCode != 404 || r.errorCode() != "invalid_token" {
 		t.Errorf("one-click with a bad token: %d %s", r.StatusCode, r.body)
 	}
