@@ -26,7 +26,9 @@
 //	visitors/             (schema 3)
 //	  <visitor_id digest 32 bytes><id 16 bytes>   site id: index of a visitor id's records
 //	optin/
-//	  <email digest 32 bytes>   double-opt-in state as JSON
+//	  <email digest 32 bytes>   double-opt-in state as JSON: the latest, and per site
+//	                            {"sites":{id:{state,signup_id,pending_at,pending_ip,
+//	                            confirm_id,confirmed_at,confirmed_ip}}} (optin.go)
 //	suppression/
 //	  <email or visitor_id digest 32 bytes>   {"at":…,"reason":…} for erased
 //	                      addresses and visitor ids: every later record naming
