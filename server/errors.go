@@ -31,13 +31,22 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	var he *echo.HTTPError
+	var failed *store.FailedError
 	switch {
 	case errors.As(err, &he):
+	case errors.As(err, &failed):
+		// Logged once, when it happened (see New); not per request.
+		c.Response().Header().Set("Retry-After", "60")
+		he = apiError(http.StatusServiceUnavailable, "unavailable",
+			"the ledger stopped accepting writes after a storage failure; an operator must restart the server")
 	case errors.Is(err, store.ErrUnavailable):
-		// The database did not answer: nothing was stored; try again.
+		// The database did not answer: nothing was stored, and the next
+		// request tries again (PostgreSQL restarting, a failover).
 		s.log.Warn("ledger unavailable", "route", c.Path(), "err", err.Error())
 		c.Response().Header().Set("Retry-After", "1")
 		he = apiError(http.StatusServiceUnavailable, "unavailable", "the ledger is not answering; nothing was stored, try again shortly")
+	case errors.Is(err, store.ErrNotSupported):
+		he = apiError(http.StatusNotImplemented, "not_supported", err.Error())
 	default:
 		s.log.Error("request failed", "route", c.Path(), "err", err.Error())
 		he = apiError(http.StatusInternalServerError, "internal", "internal error")

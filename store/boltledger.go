@@ -39,6 +39,12 @@ func (b boltLedger) Unsubscribe(ctx context.Context, token string, meta Record) 
 func (b boltLedger) Confirm(ctx context.Context, token string, meta Record) (Record, error) {
 	return b.s.Confirm(ctx, token, meta)
 }
+func (b boltLedger) WithdrawOnRequest(ctx context.Context, actor string, w Withdrawal, opts AppendOptions) ([]Record, error) {
+	return b.s.WithdrawOnRequest(ctx, actor, w, opts)
+}
+func (b boltLedger) Rectify(ctx context.Context, actor string, r Rectification, opts AppendOptions) ([]Record, error) {
+	return b.s.Rectify(ctx, actor, r, opts)
+}
 func (b boltLedger) ConfirmToken(site, signupID string) string {
 	return b.s.ConfirmToken(site, signupID)
 }
