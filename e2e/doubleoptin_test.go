@@ -153,9 +153,9 @@ func TestDoubleOptInWholePath(t *testing.T) {
 	if id := h["Message-Id"]; len(id) != 1 || !strings.HasSuffix(id[0], "@assent.localhost>") {
 		t.Errorf("Message-ID %q", id)
 	}
-	link := regexp.MustCompile(regexp.QuoteMeta(base) + `/c/[A-Za-z0-9_-]+`).FindString(m.Text)
-	if link == "" {
-		t.Fatalf("no confirmation link in %q", m.Text)
+	link := regexp.MustCompile(regexp.QuoteMeta(base) + `/c/[A-Za-z0-9_-]+(\?lang=de)?`).FindString(m.Text)
+	if !strings.HasSuffix(link, "?lang=de") {
+		t.Fatalf("no confirmation link in the signup's language in %q", m.Text)
 	}
 
 	records := func() []store.Record {
