@@ -258,7 +258,7 @@ func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
 	}
 	var rep ErasureReport
 	err := guard(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
+		return s.update(func(tx *bolt.Tx) error {
 			p, err := s.resolve(tx, ref)
 			if err != nil {
 				return err
@@ -341,7 +341,7 @@ func (s *Store) SetDoubleOptIn(email, state, ip string) error {
 		return invalid("double_opt_in", "%q is not one of none, pending, confirmed", state)
 	}
 	subject := s.subjectDigest(email)
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketOptIn).Get(subject) == nil {
 			if err := tx.Bucket(bucketOptIn).Put(subject, []byte(`{"state":"none"}`)); err != nil {
 				return err

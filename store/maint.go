@@ -87,7 +87,7 @@ func (s *Store) purgeSite(site string, end []byte) (int, error) {
 	var next []byte
 	for {
 		n, more := 0, false
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := siteRecords(site)(tx)
 			if b == nil {
 				return nil

@@ -268,13 +268,16 @@ func (s *Store) commit(batch []*appendReq) {
 }
 
 func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
+	if err := s.Failed(); err != nil {
+		return err
+	}
 	rnd := make([]byte, 8*len(batch))
 	if _, err := rand.Read(rnd); err != nil {
 		return err
 	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
-		return err
+		return s.failWith(err)
 	}
 	defer tx.Rollback()
 	w := newChainWriter(tx)
@@ -367,7 +370,7 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	if s.opts.DiscardCommits {
 		return nil // the deferred Rollback discards the batch
 	}
-	if err := tx.Commit(); err != nil {
+	if err := s.commitTx(tx); err != nil {
 		return err
 	}
 	if ob != nil && ob.dirty {
