@@ -211,6 +211,15 @@ func TestDoubleOptInWholePath(t *testing.T) {
 	if !v.OK {
 		t.Error("the ledger does not verify")
 	}
+
+	// The admin sees the mail and its state in the console's Mail page.
+	do(t, ctx, chromedp.Navigate(base+"/admin/#mail"), chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), token+"\r"),
+		consoleWait(`document.querySelectorAll('#mail-table tbody tr').length === 1`))
+	cells := js[[]string](t, ctx, `[...document.querySelectorAll("#mail-table tbody td")].map(td => td.textContent)`)
+	if len(cells) < 4 || cells[1] != "jana@example.org" || cells[2] != "sent" || cells[3] != "1" {
+		t.Errorf("the console's mail row %q, want jana@example.org, sent, 1 attempt", cells)
+	}
 }
 
 // kill -9 right after the 201: the mail was queued in the signup's commit,
