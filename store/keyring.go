@@ -164,7 +164,7 @@ func (s *StoredRecord) Erase() bool {
 		return false
 	}
 	s.r.Erased = true
-	s.r.Email, s.r.Name, s.r.VisitorID, s.r.IP, s.r.UserAgent = "", "", "", "", ""
+	s.r.Email, s.r.Name, s.r.VisitorID, s.r.IP, s.r.UserAgent, s.r.NewEmail = "", "", "", "", "", ""
 	return true
 }
 

@@ -121,6 +121,11 @@ func (s *Store) purgeSite(site string, end []byte) (int, error) {
 						return err
 					}
 				}
+				if r.digests.newEmail != nil {
+					if err := subjects.Delete(subjectKey(r.digests.newEmail, id)); err != nil {
+						return err
+					}
+				}
 				if r.digests.visitorID != nil {
 					if err := visitors.Delete(subjectKey(r.digests.visitorID, id)); err != nil {
 						return err
