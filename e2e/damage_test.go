@@ -138,8 +138,8 @@ func TestExportNamesTheUndecodableRecord(t *testing.T) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte("records")).Bucket([]byte("shop"))
 		c := b.Cursor()
-		k, _ := c.First()
-		k, _ = c.Next() // the second record
+		c.First()
+		k, _ := c.Next() // the second record
 		return b.Put(append([]byte{}, k...), []byte{1, 0, 0xff, 0xff})
 	})
 	db.Close()
