@@ -370,7 +370,7 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 	if q.Email != "" {
 		start = s.subjectDigest(q.Email)
 		// An address corrected since is shown under its newest address.
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			_, _, current, err := linkedAddresses(tx, start)
 			start = current
 			return err
