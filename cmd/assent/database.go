@@ -19,7 +19,10 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(f.args) > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", f.args[0])}
 	}
-	url := f.str("database")
+	url, err := databaseURL(f)
+	if err != nil {
+		return err
+	}
 	if !postgres.IsURL(url) {
 		return usageError{"want: assent migrate --database postgres://…"}
 	}

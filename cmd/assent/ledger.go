@@ -40,7 +40,9 @@ func openLedger(ctx context.Context, f *flags, create bool) (*ledger, error) {
 		}
 		return &ledger{remote: &apiClient{base: strings.TrimSuffix(u, "/"), token: tok, http: &http.Client{Timeout: 10 * time.Minute}}}, nil
 	}
-	if u, ok := f.vals["database"]; ok && *u != "" {
+	if u, err := databaseURL(f); err != nil {
+		return nil, err
+	} else if u != "" {
 		st, err := openLedgerDB(ctx, f, false)
 		if err != nil {
 			return nil, err

@@ -78,14 +78,6 @@ func parseFlags(cmd string, names []string, args []string, stderr io.Writer) (*f
 		def := o.def
 		if v, ok := os.LookupEnv(envName(n)); ok {
 			def = v
-		} else if file, ok := os.LookupEnv(envName(n) + "_FILE"); ok {
-			// A secret (a database URL with its password) kept in a file,
-			// as container secrets are: ASSENT_DATABASE_FILE.
-			b, err := os.ReadFile(file)
-			if err != nil {
-				return nil, fmt.Errorf("%s_FILE: %v", envName(n), err)
-			}
-			def = strings.TrimRight(string(b), "\r\n")
 		}
 		v := def
 		f.vals[n] = &v

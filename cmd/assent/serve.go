@@ -283,11 +283,15 @@ func fileExists(p string) bool {
 // openLedgerDB opens the ledger a command names: the PostgreSQL database of
 // --database, or else the bbolt file in --data (created for a server).
 func openLedgerDB(ctx context.Context, f *flags, readOnly bool) (store.Ledger, error) {
-	if u, ok := f.vals["database"]; ok && *u != "" {
-		if !postgres.IsURL(*u) {
+	u, err := databaseURL(f)
+	if err != nil {
+		return nil, err
+	}
+	if u != "" {
+		if !postgres.IsURL(u) {
 			return nil, usageError{"--database: want a postgres:// URL, or nothing for the ledger file in --data"}
 		}
-		db, err := postgres.Open(ctx, *u, postgres.Options{})
+		db, err := postgres.Open(ctx, u, postgres.Options{})
 		if err != nil {
 			return nil, err
 		}
@@ -298,6 +302,26 @@ func openLedgerDB(ctx context.Context, f *flags, readOnly bool) (store.Ledger, e
 		return nil, err
 	}
 	return store.Bolt(st), nil
+}
+
+// databaseURL is --database, or the content of the file ASSENT_DATABASE_FILE
+// names (a secret kept in a file, as containers keep them); "" for the
+// ledger file in --data.
+func databaseURL(f *flags) (string, error) {
+	u, ok := f.vals["database"]
+	if !ok {
+		return "", nil
+	}
+	if *u == "" {
+		if p := os.Getenv("ASSENT_DATABASE_FILE"); p != "" {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return "", fmt.Errorf("ASSENT_DATABASE_FILE: %w", err)
+			}
+			*u = strings.TrimSpace(string(b))
+		}
+	}
+	return *u, nil
 }
 
 // openStore opens the ledger in dir, creating dir for a server.
