@@ -11,8 +11,9 @@ import * as subjects from './subjects'
 import * as sites from './sites'
 import * as audit from './audit'
 import * as ops from './ops'
+import * as mail from './mail'
 
-const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, ops }
+const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, mail, ops }
 const first = 'log'
 
 function signedIn(who: Who | null) {
