@@ -163,9 +163,7 @@ func (db *DB) OutboxAttempt(ctx context.Context, id string, a store.Attempt) (st
 		}
 		now := db.now().UTC()
 		it.Attempts++
-		if a.Err != "" { // a sent item keeps its last failure, for admins
-			it.LastError, it.LastCode = store.TruncateUTF8(a.Err, 1000), a.Code
-		}
+		it.LastError, it.LastCode = store.TruncateUTF8(a.Err, 1000), a.Code
 		switch {
 		case a.Err == "":
 			it.State, it.DoneAt, it.NextAttemptAt = store.OutboxSent, now, time.Time{}
