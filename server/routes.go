@@ -23,6 +23,7 @@ func (s *Server) routes() *echo.Echo {
 
 	// Visitors' browsers: the widget and the public API.
 	e.GET("/w/:script", s.handleWidget)
+	e.GET("/w/:site/consent-mode.js", s.handleConsentModeStub)
 	e.GET("/v1/sites/:site/decision", s.handleDecision, cors)
 	writes := e.Group("/v1/sites/:site", s.limitBody, s.rateLimit)
 	writes.POST("/consents", s.handleConsent)
@@ -43,6 +44,7 @@ func (s *Server) routes() *echo.Echo {
 	admin.PUT("/sites/:site", s.handlePutSite, s.limitBody)
 	admin.GET("/sites/:site/consents", s.handleExportConsents)
 	admin.GET("/sites/:site/signups", s.handleExportSignups)
+	admin.GET("/sites/:site/rejected-origins", s.handleRejectedOrigins)
 	admin.GET("/subjects", s.handleSubject)
 	admin.DELETE("/subjects", s.handleEraseSubject)
 	admin.GET("/notices/:hash", s.handleNotice)

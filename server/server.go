@@ -52,6 +52,8 @@ type Server struct {
 	met     *metrics
 	bundle  *bundles
 	console *built[*consoleAssets]
+	// rejected counts refused origins per site (in memory; see origins.go).
+	rejected *rejectedOrigins
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -81,15 +83,16 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		store:   st,
-		geo:     loc,
-		log:     log,
-		texts:   tx,
-		limit:   newRateLimiter(cfg.RateLimit),
-		met:     newMetrics(st),
-		bundle:  b,
-		console: cons,
+		cfg:      cfg,
+		store:    st,
+		geo:      loc,
+		log:      log,
+		texts:    tx,
+		limit:    newRateLimiter(cfg.RateLimit),
+		met:      newMetrics(st),
+		bundle:   b,
+		console:  cons,
+		rejected: newRejectedOrigins(),
 	}
 	s.echo = s.routes()
 	return s, nil
@@ -214,7 +217,8 @@ func (b *built[T]) get() T {
 // bundles keeps the built widget and, per site, the served script with its
 // compressed forms and ETag, made once per site version and widget build.
 type bundles struct {
-	w *built[build.Bundle]
+	w    *built[build.Bundle]
+	stub *built[build.Bundle] // the Consent Mode stub
 
 	mu      sync.Mutex
 	perSite map[string]*servedScript
@@ -225,7 +229,11 @@ func newBundles(src fs.FS, dev bool, log *slog.Logger) (*bundles, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bundles{w: w, perSite: map[string]*servedScript{}}, nil
+	stub, err := newBuilt(src, dev, log, build.ConsentModeStub)
+	if err != nil {
+		return nil, err
+	}
+	return &bundles{w: w, stub: stub, perSite: map[string]*servedScript{}}, nil
 }
 
 func (b *bundles) widget() build.Bundle { return b.w.get() }
