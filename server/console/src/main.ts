@@ -9,9 +9,10 @@ import * as charts from './charts'
 import * as subjects from './subjects'
 import * as sites from './sites'
 import * as audit from './audit'
+import * as origins from './origins'
 import { Site } from './types'
 
-const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit }
+const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, origins }
 const first = 'log'
 
 function signedIn(on: boolean) {
