@@ -186,9 +186,14 @@ func (s *Server) write(c echo.Context, signup bool) error {
 	if err != nil {
 		return err
 	}
+	// A signup is always recorded as one, whatever the body says: the
+	// suppression list and the signups export rely on it.
 	source := req.Source
-	if source == "" {
-		source = map[bool]string{false: "banner", true: "signup"}[signup]
+	switch {
+	case signup:
+		source = "signup"
+	case source == "":
+		source = "banner"
 	}
 	version := req.NoticeVersion
 	if version == "" {
@@ -221,10 +226,12 @@ func (s *Server) replaced(site store.Site, id, visitor string) (map[string]strin
 	if id == "" || visitor == "" {
 		return nil, nil
 	}
-	at, err := store.IDTime(id)
+	raw, err := store.ParseID(id)
 	if err != nil {
 		return nil, apiError(http.StatusUnprocessableEntity, "invalid_field", "replaces: a record id of 26 characters, as a 201 answered")
 	}
+	// The id carries its recorded_at to the nanosecond.
+	at := time.Unix(0, store.IDTime(raw)).UTC()
 	var prev map[string]string
 	err = s.store.Records(site.ID, store.Query{From: at, To: at.Add(time.Nanosecond)}, func(r store.Record) error {
 		if r.ID == id && r.VisitorID == visitor && !r.Erased {

@@ -52,6 +52,9 @@ type Server struct {
 	met     *metrics
 	bundle  *bundles
 	console *built[*consoleAssets]
+
+	routeRoles map[string]store.Role // "METHOD /path" of each admin route -> least role
+	logins     *loginLimiter
 	// rejected counts refused origins per site (in memory; see origins.go).
 	rejected *rejectedOrigins
 }
@@ -83,16 +86,19 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		store:    st,
-		geo:      loc,
-		log:      log,
-		texts:    tx,
-		limit:    newRateLimiter(cfg.RateLimit),
-		met:      newMetrics(st),
-		bundle:   b,
-		console:  cons,
-		rejected: newRejectedOrigins(),
+		cfg:     cfg,
+		store:   st,
+		geo:     loc,
+		log:     log,
+		texts:   tx,
+		limit:   newRateLimiter(cfg.RateLimit),
+		met:     newMetrics(st),
+		bundle:  b,
+		console: cons,
+
+		routeRoles: map[string]store.Role{},
+		logins:     newLoginLimiter(),
+		rejected:   newRejectedOrigins(),
 	}
 	s.echo = s.routes()
 	return s, nil

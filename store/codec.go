@@ -43,16 +43,6 @@ func idTime(id []byte) int64 {
 	return int64(ms*1e6 + sub)
 }
 
-// IDTime is the recorded_at a record id carries, to the nanosecond, so that
-// a record can be found by its id with a Query of one nanosecond.
-func IDTime(id string) (time.Time, error) {
-	b, err := parseID(id)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return time.Unix(0, idTime(b)).UTC(), nil
-}
-
 // idFloor is the smallest id at or after t, for range scans.
 func idFloor(t time.Time) []byte {
 	ns := t.UnixNano()

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,8 +17,9 @@ import (
 
 // ErasureReport says what an erasure removed, what proof it kept and why.
 type ErasureReport struct {
-	Email        string    `json:"email"`
-	Records      int       `json:"records"` // records of the person (tombstones not counted)
+	Email        string    `json:"email"`       // the address erased, "" when the person had none
+	VisitorIDs   []string  `json:"visitor_ids"` // the visitor ids erased with it
+	Records      int       `json:"records"`     // records of the person (tombstones not counted)
 	Removed      []string  `json:"removed"`
 	Kept         []string  `json:"kept"`
 	Reason       string    `json:"reason"`
@@ -25,15 +28,15 @@ type ErasureReport struct {
 
 const erasureReason = "Art. 17(3)(e) GDPR: the non-personal proof of consent (times, purposes and their states, " +
 	"the notice version and the hash of the exact texts shown) is kept because it is necessary for the establishment, " +
-	"exercise or defence of legal claims: Art. 7(1) requires the controller to demonstrate consent. The address is kept " +
-	"only as a keyed digest on the suppression list, so that it is never silently added again."
+	"exercise or defence of legal claims: Art. 7(1) requires the controller to demonstrate consent. The address and " +
+	"visitor ids are kept only as keyed digests on the suppression list, so that they are never silently added again."
 
 var (
 	erasedFields = []string{"email", "name", "visitor_id", "ip", "user_agent", "double-opt-in IP addresses"}
 	keptFields   = []string{"id", "recorded_at", "site", "event", "source", "basis", "choices", "country", "regime",
 		"geo_db", "notice_version", "notice_hash", "widget_build", "locale", "page_url", "gpc", "dnt",
 		"prev_hash", "hash", "keyed digests of the removed fields (so each hash chain still verifies)",
-		"double-opt-in times", "suppression entry: keyed digest of the address, date, reason"}
+		"double-opt-in times", "suppression entries: keyed digests of the address and visitor ids, date, reason"}
 )
 
 type suppression struct {
@@ -41,61 +44,271 @@ type suppression struct {
 	Reason string    `json:"reason"`
 }
 
-// Erase removes the person's email, name, visitor id, IP and user agent from
-// every record about them (marking each Erased) and from their double-opt-in
-// state, and puts the keyed digest of the address on the suppression list.
-// The records' hashes cover digests of those fields, so every chain still
-// verifies. Erasing an address with no records still suppresses it. The
-// caller writes the audit entry (it knows the admin token).
-func (s *Store) Erase(email string) (ErasureReport, error) {
-	email = NormalizeEmail(email)
-	subject := s.subjectDigest(email)
-	rep := ErasureReport{Email: email, Removed: erasedFields, Kept: keptFields, Reason: erasureReason}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		rep.Records = 0
-		records := tx.Bucket(bucketRecords)
-		c := tx.Bucket(bucketSubjects).Cursor()
-		for k, v := c.Seek(subject); k != nil && bytes.HasPrefix(k, subject); k, v = c.Next() {
-			id, site := k[len(subject):], string(v)
-			b := records.Bucket(v)
-			val := b.Get(id)
-			if val == nil {
-				continue
-			}
-			r, err := decodeRecord(site, id, val)
-			if err != nil {
-				return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(id), site, err)
-			}
-			if r.Tombstone {
-				continue
-			}
-			rep.Records++
-			if r.Erased {
-				continue
-			}
-			r.Erased = true
-			r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
-			if err := b.Put(bytes.Clone(id), encodeRecord(r)); err != nil {
-				return err
-			}
+// SubjectRef names a person in a look-up or an erasure: by address, by a
+// visitor id, or by the id of a record (a receipt's record id). Exactly one
+// is set.
+type SubjectRef struct {
+	Email     string
+	VisitorID string
+	RecordID  string
+}
+
+func (ref SubjectRef) check() error {
+	n := 0
+	for _, v := range []string{ref.Email, ref.VisitorID, ref.RecordID} {
+		if v != "" {
+			n++
 		}
-		if err := updateOptIn(tx, subject, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
-			return err
+	}
+	if n != 1 {
+		return invalid("subject", "give exactly one of email, visitor_id, record id")
+	}
+	return nil
+}
+
+// personRecord is one record of a person and where it is stored.
+type personRecord struct {
+	site string
+	id   []byte
+	rec  *storedRecord
+}
+
+// person is everything the ledger links to one person.
+type person struct {
+	email    string   // the address in clear, when a record still holds it or it was given
+	emails   [][]byte // address digests
+	visitors [][]byte // visitor id digests
+	records  []personRecord
+	found    bool // a record id look-up found its record
+}
+
+// resolve finds a person's records: those of their addresses and of every
+// visitor id used with one of those addresses. By address, that address; by
+// visitor id, the addresses used with that visitor id (and the visitor id's
+// own records, also when it never came with an address); by record id, as
+// by its address, or by its visitor id when it has none. It goes no
+// further: the other addresses of those visitor ids (a shared browser) are
+// another person. Records come oldest first.
+func (s *Store) resolve(tx *bolt.Tx, ref SubjectRef) (*person, error) {
+	return s.Keyring.resolve(ref, boltIndex{tx})
+}
+
+// personIndex is how resolve reads a backend: the records an index
+// (bucketSubjects: address digests, bucketVisitors: visitor id digests)
+// links to a digest, in id order and without tombstones, and one record by
+// id on any site (nil when there is none).
+type personIndex interface {
+	indexRecords(index, digest []byte) ([]personRecord, error)
+	findRecord(id []byte) (*personRecord, error)
+}
+
+type boltIndex struct{ tx *bolt.Tx }
+
+func (b boltIndex) indexRecords(index, digest []byte) ([]personRecord, error) {
+	return indexRecords(b.tx, index, digest)
+}
+func (b boltIndex) findRecord(id []byte) (*personRecord, error) { return findRecord(b.tx, id) }
+
+func (s *Keyring) resolve(ref SubjectRef, ix personIndex) (*person, error) {
+	p := &person{}
+	seen := map[string]bool{}
+	add := func(list *[][]byte, d []byte) bool {
+		if d == nil || seen[string(d)] {
+			return false
 		}
-		sup := tx.Bucket(bucketSuppression)
-		if v := sup.Get(subject); v != nil {
-			var old suppression
-			if err := json.Unmarshal(v, &old); err == nil {
-				rep.SuppressedAt = old.At
-				return nil
-			}
-		}
-		rep.SuppressedAt = s.now().UTC()
-		v, err := json.Marshal(suppression{At: rep.SuppressedAt, Reason: "erasure request (Art. 17 GDPR)"})
+		seen[string(d)] = true
+		*list = append(*list, d)
+		return true
+	}
+	byIDs := map[string]bool{}
+	collect := func(index []byte, digest []byte) error {
+		recs, err := ix.indexRecords(index, digest)
 		if err != nil {
 			return err
 		}
-		return sup.Put(subject, v)
+		for _, r := range recs {
+			if !byIDs[string(r.id)] {
+				byIDs[string(r.id)] = true
+				p.records = append(p.records, r)
+			}
+		}
+		return nil
+	}
+	switch {
+	case ref.Email != "":
+		p.email = NormalizeEmail(ref.Email)
+		add(&p.emails, s.subjectDigest(p.email))
+	case ref.VisitorID != "":
+		add(&p.visitors, s.digester.sum(nil, "visitor_id", ref.VisitorID))
+	default:
+		id, err := parseID(strings.TrimSpace(ref.RecordID))
+		if err != nil {
+			return nil, invalid("receipt", "%v", err)
+		}
+		r, err := ix.findRecord(id)
+		if err != nil || r == nil {
+			return p, err
+		}
+		p.found = true
+		switch {
+		case r.rec.digests.email != nil:
+			add(&p.emails, r.rec.digests.email)
+		case r.rec.digests.visitorID != nil:
+			add(&p.visitors, r.rec.digests.visitorID)
+		default:
+			p.records = []personRecord{*r}
+			return p, nil
+		}
+	}
+	// A visitor id leads to the addresses used with it; each address to
+	// every visitor id used with it.
+	if len(p.emails) == 0 {
+		if err := collect(bucketVisitors, p.visitors[0]); err != nil {
+			return nil, err
+		}
+		for _, r := range slices.Clone(p.records) {
+			add(&p.emails, r.rec.digests.email)
+		}
+	}
+	for _, e := range slices.Clone(p.emails) {
+		if err := collect(bucketSubjects, e); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range slices.Clone(p.records) {
+		if add(&p.visitors, r.rec.digests.visitorID) {
+			if err := collect(bucketVisitors, r.rec.digests.visitorID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	slices.SortFunc(p.records, func(a, b personRecord) int { return bytes.Compare(a.id, b.id) })
+	if p.email == "" {
+		for i := len(p.records) - 1; i >= 0 && p.email == ""; i-- {
+			p.email = p.records[i].rec.Email
+		}
+	}
+	return p, nil
+}
+
+// indexRecords reads the records an index (subjects/ or visitors/) links to
+// a digest, in id order.
+func indexRecords(tx *bolt.Tx, index, digest []byte) ([]personRecord, error) {
+	var out []personRecord
+	records := tx.Bucket(bucketRecords)
+	c := tx.Bucket(index).Cursor()
+	for k, v := c.Seek(digest); k != nil && bytes.HasPrefix(k, digest); k, v = c.Next() {
+		id, site := k[len(digest):], string(v)
+		b := records.Bucket(v)
+		if b == nil {
+			return nil, fmt.Errorf("%w: %s index names site %q that has no records", ErrCorrupt, index, site)
+		}
+		val := b.Get(id)
+		if val == nil {
+			continue // purged since; Purge removes index entries too
+		}
+		r, err := decodeRecord(site, id, val)
+		if err != nil {
+			return nil, fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(id), site, err)
+		}
+		if r.Tombstone {
+			continue
+		}
+		out = append(out, personRecord{site: site, id: bytes.Clone(id), rec: r})
+	}
+	return out, nil
+}
+
+// findRecord finds a record by id on any site, or nil.
+func findRecord(tx *bolt.Tx, id []byte) (*personRecord, error) {
+	var found *personRecord
+	err := tx.Bucket(bucketRecords).ForEachBucket(func(site []byte) error {
+		if found != nil {
+			return nil
+		}
+		val := tx.Bucket(bucketRecords).Bucket(site).Get(id)
+		if val == nil {
+			return nil
+		}
+		r, err := decodeRecord(string(site), id, val)
+		if err != nil {
+			return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(id), site, err)
+		}
+		if !r.Tombstone {
+			found = &personRecord{site: string(site), id: bytes.Clone(id), rec: r}
+		}
+		return nil
+	})
+	return found, err
+}
+
+// Erase erases a person (see SubjectRef and resolve for which records
+// that covers): it removes the email, name, visitor id, IP and user agent
+// from each of their records (marking it Erased) and from their
+// double-opt-in state, and puts the keyed digests of their address and
+// visitor ids on the suppression list, so that the writer refuses or erases
+// every later record naming them. The records' hashes cover digests of
+// those fields, so every chain still verifies. Erasing an address with no
+// records still suppresses it. The audit entry (actor, counts only) is
+// written in the same transaction. A record id that names no record gives
+// ErrNotFound.
+func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
+	if err := ref.check(); err != nil {
+		return ErasureReport{}, err
+	}
+	var rep ErasureReport
+	err := guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			p, err := s.resolve(tx, ref)
+			if err != nil {
+				return err
+			}
+			if ref.RecordID != "" && !p.found {
+				return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
+			}
+			changed, r := (&Person{p: p}).Erase(ref)
+			rep = r
+			records := tx.Bucket(bucketRecords)
+			for _, sr := range changed {
+				id, err := parseID(sr.r.ID)
+				if err != nil {
+					return err
+				}
+				b := records.Bucket([]byte(sr.r.Site))
+				b.FillPercent = appendFill
+				if err := b.Put(id, encodeRecord(sr.r)); err != nil {
+					return err
+				}
+			}
+			for _, e := range p.emails {
+				if err := updateOptIn(tx, e, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
+					return err
+				}
+				if err := eraseOutbox(tx, e, s.now()); err != nil {
+					return err
+				}
+			}
+			now := s.now().UTC()
+			rep.SuppressedAt = now
+			sup := tx.Bucket(bucketSuppression)
+			for i, d := range append(slices.Clone(p.emails), p.visitors...) {
+				if v := sup.Get(d); v != nil {
+					var old suppression
+					if i == 0 && json.Unmarshal(v, &old) == nil {
+						rep.SuppressedAt = old.At
+					}
+					continue
+				}
+				v, err := json.Marshal(suppression{At: now, Reason: "erasure request (Art. 17 GDPR)"})
+				if err != nil {
+					return err
+				}
+				if err := sup.Put(d, v); err != nil {
+					return err
+				}
+			}
+			return putAudit(tx, s.now(), actor, "erase", ErasureAuditDetail(rep))
+		})
 	})
 	if err != nil {
 		return ErasureReport{}, err
@@ -168,13 +381,13 @@ const unsubscribeVersion = 1
 
 // UnsubscribeToken makes the token of an unsubscribe link for a person's
 // signup on a site.
-func (s *Store) UnsubscribeToken(site, email string) string {
+func (s *Keyring) UnsubscribeToken(site, email string) string {
 	b := append([]byte{unsubscribeVersion, byte(len(site))}, site...)
 	b = append(b, s.subjectDigest(email)...)
 	return base64.RawURLEncoding.EncodeToString(append(b, s.unsubscribeMAC(b)...))
 }
 
-func (s *Store) unsubscribeMAC(b []byte) []byte {
+func (s *Keyring) unsubscribeMAC(b []byte) []byte {
 	m := hmac.New(sha256.New, s.unsubscribeKey)
 	m.Write(b)
 	return m.Sum(nil)[:16]
@@ -183,12 +396,12 @@ func (s *Store) unsubscribeMAC(b []byte) []byte {
 // ParseUnsubscribeToken checks a token and returns the site it names and
 // the hex keyed digest of the address (never the address); a forged or
 // damaged token gives ErrBadToken.
-func (s *Store) ParseUnsubscribeToken(token string) (site, subject string, err error) {
+func (s *Keyring) ParseUnsubscribeToken(token string) (site, subject string, err error) {
 	site, digest, err := s.parseUnsubscribeToken(token)
 	return site, hexOrEmpty(digest), err
 }
 
-func (s *Store) parseUnsubscribeToken(token string) (string, []byte, error) {
+func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) < 2 || b[0] != unsubscribeVersion || len(b) != 2+int(b[1])+32+16 {
 		return "", nil, ErrBadToken
@@ -200,26 +413,11 @@ func (s *Store) parseUnsubscribeToken(token string) (string, []byte, error) {
 	return string(body[2 : 2+int(b[1])]), bytes.Clone(body[2+int(b[1]):]), nil
 }
 
-// Unsubscribe checks an unsubscribe token (ErrBadToken; ErrNotFound for a
-// site that is gone) and appends a "withdraw" record, source "unsubscribe",
-// denying the site's signup purposes for the person it names. meta carries
-// what the server knows of the request (IP, user agent, page, country,
-// regime, …). The record carries the address from the person's latest record
-// on the site; when none holds it any more (erased or purged) the record
-// names the person by digest only and is marked erased.
-func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
-	siteID, subject, err := s.parseUnsubscribeToken(token)
-	if err != nil {
-		return Record{}, err
-	}
-	site, err := s.Site(siteID)
-	if err != nil {
-		return Record{}, fmt.Errorf("site %q: %w", siteID, err)
-	}
-	recs, err := s.subjectRecords(subject)
-	if err != nil {
-		return Record{}, err
-	}
+// UnsubscribeRecord is the withdraw record an unsubscribe asks for on site,
+// given every record of the person (oldest first) and what the server knows
+// of the request (meta); its Erased is set when no record still holds the
+// address, so that it names the person by digest only.
+func UnsubscribeRecord(site Site, recs []Record, meta Record) Record {
 	rec := meta
 	rec.Site, rec.Event, rec.Source, rec.Basis = site.ID, "withdraw", "unsubscribe", "explicit"
 	rec.Email, rec.Erased = "", false
@@ -240,5 +438,35 @@ func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Rec
 			rec.Choices[p.ID] = "denied"
 		}
 	}
-	return s.enqueue(s.newAppendReq(ctx, rec, subject))
+	return rec
+}
+
+// Unsubscribe checks an unsubscribe token (ErrBadToken; ErrNotFound for a
+// site that is gone) and appends a "withdraw" record, source "unsubscribe",
+// denying the site's signup purposes for the person it names. meta carries
+// what the server knows of the request (IP, user agent, page, country,
+// regime, …). The record carries the address from the person's latest record
+// on the site; when none holds it any more (erased or purged) the record
+// names the person by digest only and is marked erased. When the person's
+// signup purposes on the site are all withdrawn already, nothing new is
+// stored and the latest record is returned (decided in the writer's
+// transaction, so two concurrent unsubscribes store one record).
+func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
+	siteID, subject, err := s.parseUnsubscribeToken(token)
+	if err != nil {
+		return Record{}, err
+	}
+	site, err := s.Site(siteID)
+	if err != nil {
+		return Record{}, fmt.Errorf("site %q: %w", siteID, err)
+	}
+	recs, err := s.subjectRecords(subject)
+	if err != nil {
+		return Record{}, err
+	}
+	rec := UnsubscribeRecord(site, recs, meta)
+	req := s.newAppendReq(ctx, rec, subject)
+	req.unsubscribe = true
+	res := s.enqueue(req)
+	return res.rec, res.err
 }

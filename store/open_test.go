@@ -59,6 +59,8 @@ func TestHelperProcess(t *testing.T) {
 		time.Sleep(time.Minute)
 	case "load":
 		crashLoad(s)
+	case "outbox":
+		crashOutboxLoad(s)
 	}
 	os.Exit(0)
 }
@@ -116,7 +118,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 		if !errors.Is(err, ErrNewerSchema) {
 			t.Fatalf("Open (read-only %v): %v, want ErrNewerSchema", ro, err)
 		}
-		if msg := err.Error(); !strings.Contains(msg, "schema version 2") || !strings.Contains(msg, "upgrade Assent") {
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("schema version %d", schemaVersion+1)) || !strings.Contains(msg, "upgrade Assent") {
 			t.Errorf("message %q does not say what is wrong and what to do", msg)
 		}
 	}
@@ -247,7 +249,7 @@ func TestBackupOpensAsSameLedger(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		mustAppend(t, s, signupRecord([]string{"shop", "blog"}[i%2], fmt.Sprintf("p%d@example.org", i)))
 	}
-	s.Erase("p3@example.org")
+	s.Erase("test", SubjectRef{Email: "p3@example.org"})
 	tok, _ := s.CreateToken("ops")
 	path := filepath.Join(t.TempDir(), "backup.db")
 	f, err := os.Create(path)

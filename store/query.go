@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -140,7 +141,7 @@ func (s *Store) Records(site string, q Query, fn func(Record) error) error {
 
 // subjectDigest is the keyed digest of a normalised address: the subject
 // index and suppression key.
-func (s *Store) subjectDigest(email string) []byte {
+func (s *Keyring) subjectDigest(email string) []byte {
 	return s.digester.sum(nil, "email", NormalizeEmail(email))
 }
 
@@ -205,20 +206,55 @@ type optIn struct {
 }
 
 // Subject returns every record about a person, on any site, oldest first,
-// and their current state. An address with no record and no state gives
-// empty records, not an error.
+// and their current state: Lookup by address.
 func (s *Store) Subject(email string) ([]Record, SubjectState, error) {
-	email = NormalizeEmail(email)
-	subject := s.subjectDigest(email)
+	return s.Lookup(SubjectRef{Email: email})
+}
+
+// Lookup returns every record about the person ref names (the records of
+// the address and of every visitor id used with it, or of the visitor id and
+// every address used with it; see resolve), on any site, oldest first, and
+// their current state. A person with no record and no state gives empty
+// records, not an error; a record id that names no record gives ErrNotFound.
+func (s *Store) Lookup(ref SubjectRef) ([]Record, SubjectState, error) {
+	if err := ref.check(); err != nil {
+		return nil, SubjectState{}, err
+	}
 	var recs []Record
 	var st SubjectState
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if recs, err = getSubjectRecords(tx, subject); err != nil {
-			return err
-		}
-		st, err = subjectState(tx, email, subject, recs)
-		return err
+	err := guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			p, err := s.resolve(tx, ref)
+			if err != nil {
+				return err
+			}
+			if ref.RecordID != "" && !p.found {
+				return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
+			}
+			recs = make([]Record, len(p.records))
+			for i, r := range p.records {
+				recs[i] = r.rec.Record
+			}
+			var subject []byte
+			if len(p.emails) > 0 {
+				subject = p.emails[0]
+			}
+			// The state is the address's, as in the signups export: the
+			// records that name it, not the banner choices of its browsers.
+			var own []Record
+			for _, r := range p.records {
+				if r.rec.digests.email != nil {
+					own = append(own, r.rec.Record)
+				}
+			}
+			if st, err = subjectState(tx, p.email, subject, own); err != nil {
+				return err
+			}
+			for _, d := range append(slices.Clone(p.emails), p.visitors...) {
+				st.Suppressed = st.Suppressed || tx.Bucket(bucketSuppression).Get(d) != nil
+			}
+			return nil
+		})
 	})
 	return recs, st, err
 }
@@ -226,6 +262,13 @@ func (s *Store) Subject(email string) ([]Record, SubjectState, error) {
 // subjectState folds a person's records, oldest first, into their state:
 // each record's choices replace the states it names.
 func subjectState(tx *bolt.Tx, email string, subject []byte, recs []Record) (SubjectState, error) {
+	return FoldSubject(email, recs, tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil)
+}
+
+// FoldSubject folds a person's records, oldest first, their stored
+// double-opt-in state (JSON, or nil) and whether they are suppressed into
+// their state: each record's choices replace the states it names.
+func FoldSubject(email string, recs []Record, optInState []byte, suppressed bool) (SubjectState, error) {
 	st := SubjectState{Email: email, DoubleOptIn: "none", Purposes: map[string]map[string]string{}}
 	for _, r := range recs {
 		if r.Source == "signup" && st.FirstSignupAt.IsZero() {
@@ -241,15 +284,51 @@ func subjectState(tx *bolt.Tx, email string, subject []byte, recs []Record) (Sub
 			p[k] = v
 		}
 	}
-	if v := tx.Bucket(bucketOptIn).Get(subject); v != nil {
+	if v := optInState; v != nil {
 		var o optIn
 		if err := json.Unmarshal(v, &o); err != nil {
 			return st, fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
 		}
 		st.DoubleOptIn, st.PendingAt, st.PendingIP, st.ConfirmedAt, st.ConfirmedIP = o.State, o.PendingAt, o.PendingIP, o.ConfirmedAt, o.ConfirmedIP
 	}
-	st.Suppressed = tx.Bucket(bucketSuppression).Get(subject) != nil
+	st.Suppressed = suppressed
 	return st, nil
+}
+
+// SubjectRow is one person's row of a site's signups export, from all of
+// their records (oldest first), their double-opt-in state and whether they
+// are suppressed; ok is false when q does not select them (see Subjects).
+func SubjectRow(site string, q Query, all []Record, optInState []byte, suppressed bool) (st SubjectState, ok bool, err error) {
+	var recs []Record
+	var first *Record
+	for i := range all {
+		r := &all[i]
+		if r.Site != site || (!q.To.IsZero() && !r.RecordedAt.Before(q.To)) {
+			continue
+		}
+		if first == nil && r.Source == "signup" {
+			first = r
+		}
+		recs = append(recs, *r)
+	}
+	if first == nil ||
+		(!q.From.IsZero() && first.RecordedAt.Before(q.From)) ||
+		(q.Country != "" && first.Country != q.Country) ||
+		(q.Regime != "" && first.Regime != q.Regime) {
+		return st, false, nil
+	}
+	email := ""
+	for i := len(recs) - 1; i >= 0 && email == ""; i-- {
+		email = recs[i].Email
+	}
+	st, err = FoldSubject(email, recs, optInState, suppressed)
+	if err != nil {
+		return st, false, err
+	}
+	if q.Purpose != "" && st.Purposes[site][q.Purpose] != "granted" {
+		return st, false, nil
+	}
+	return st, true, nil
 }
 
 // Subjects calls fn once for each person with a signup on the site, for the
@@ -297,33 +376,11 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 				if err != nil {
 					return err
 				}
-				var recs []Record
-				var first *Record
-				for i := range all {
-					r := &all[i]
-					if r.Site != site || (!q.To.IsZero() && !r.RecordedAt.Before(q.To)) {
-						continue
-					}
-					if first == nil && r.Source == "signup" {
-						first = r
-					}
-					recs = append(recs, *r)
-				}
-				if first == nil ||
-					(!q.From.IsZero() && first.RecordedAt.Before(q.From)) ||
-					(q.Country != "" && first.Country != q.Country) ||
-					(q.Regime != "" && first.Regime != q.Regime) {
-					continue
-				}
-				email := ""
-				for i := len(recs) - 1; i >= 0 && email == ""; i-- {
-					email = recs[i].Email
-				}
-				st, err := subjectState(tx, email, subject, recs)
+				st, ok, err := SubjectRow(site, q, all, tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil)
 				if err != nil {
 					return err
 				}
-				if q.Purpose != "" && st.Purposes[site][q.Purpose] != "granted" {
+				if !ok {
 					continue
 				}
 				states = append(states, st)

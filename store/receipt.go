@@ -48,7 +48,7 @@ type receiptPurpose struct {
 // for the visitor to keep. Its claims name the record (consentReceiptID,
 // recorded_at, hash), the site, the country and regime, the notice, and each
 // purpose's state; piiPrincipalId is the email, else the visitor id.
-func (s *Store) Receipt(rec Record) (string, error) {
+func (s *Keyring) Receipt(rec Record) (string, error) {
 	principal := rec.Email
 	if principal == "" {
 		principal = rec.VisitorID
@@ -89,7 +89,7 @@ type jwk struct {
 
 // JWKS is the JSON Web Key Set of the receipt-signing key, for
 // /.well-known/jwks.json.
-func (s *Store) JWKS() ([]byte, error) {
+func (s *Keyring) JWKS() ([]byte, error) {
 	pub := s.signingKey.Public().(ed25519.PublicKey)
 	return json.Marshal(map[string][]jwk{"keys": {{
 		Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(pub),

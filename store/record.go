@@ -86,12 +86,36 @@ type appendReq struct {
 	subject []byte // email digest for the subject index; nil for none
 	tmpl    template
 	body    []byte // encodeBody(&rec)
+	outbox  func(Record) ([]OutboxItem, error)
 	done    chan appendResult
+	// unsubscribe: store nothing when the subject's signup purposes on the
+	// site are already in the states this record sets (see Unsubscribe).
+	unsubscribe bool
+}
+
+// eraseFields turns a prepared record into one stored already erased: the
+// personal fields blank, their digests (which the hash covers) kept.
+func (req *appendReq) eraseFields() {
+	r := &req.rec
+	r.Erased = true
+	r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
+	req.body = encodeBody(r)
+}
+
+// dropVisitor removes the visitor id, digest included, from a prepared
+// record: a new signup from a browser whose visitor id was erased must not
+// link the new address to the erased person.
+func (req *appendReq) dropVisitor() {
+	r := &req.rec
+	r.VisitorID, r.digests.visitorID = "", nil
+	req.tmpl = newTemplate(r)
+	req.body = encodeBody(r)
 }
 
 type appendResult struct {
-	rec Record
-	err error
+	rec    Record
+	outbox []OutboxItem
+	err    error
 }
 
 // Append stores a record durably and returns it as stored. It normalises
@@ -100,9 +124,13 @@ type appendResult struct {
 // (server UTC, ns) and PrevHash/Hash on the site's chain. It returns only
 // after the record's batch was committed with fsync.
 //
-// A signup (Source "signup") whose Email is on the suppression list stores
-// nothing: it returns ErrSuppressed and writes a "suppressed_signup" audit
-// entry that does not name the address. An unknown site gives ErrNotFound.
+// Suppression is enforced here, in the writer's transaction, whatever the
+// caller sent: a signup (Source "signup") whose Email is on the suppression
+// list stores nothing: it returns ErrSuppressed and writes a
+// "suppressed_signup" audit entry that does not name the address. Any other
+// record whose Email or VisitorID is on the list is stored already erased
+// (as Erase leaves a record), and a signup from a suppressed visitor id is
+// stored without it. An unknown site gives ErrNotFound.
 //
 // Cancellation: if ctx is done before the writer takes the record into a
 // batch, nothing is stored and Append returns ctx.Err(). Once the record is in
@@ -111,14 +139,27 @@ type appendResult struct {
 // "stored and synced".
 func (s *Store) Append(ctx context.Context, rec Record) (Record, error) {
 	rec.Erased = false
-	return s.enqueue(s.newAppendReq(ctx, rec, nil))
+	res := s.enqueue(s.newAppendReq(ctx, rec, nil))
+	return res.rec, res.err
+}
+
+// AppendWith is Append plus what opts commits in the same transaction: the
+// outbox items made from the stored record (AppendOptions.Outbox). It
+// returns the items as stored; items dropped by their Cap are left out. An
+// error from opts.Outbox fails the whole batch, so nothing of it is stored.
+func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) (Record, []OutboxItem, error) {
+	rec.Erased = false
+	req := s.newAppendReq(ctx, rec, nil)
+	req.outbox = opts.Outbox
+	res := s.enqueue(req)
+	return res.rec, res.outbox, res.err
 }
 
 // newAppendReq does, in the caller's goroutine, the part of the work that
 // does not depend on the chain, so the single writer does as little as it
 // can. subject overrides the email digest for records that name a person
 // only by digest (an unsubscribe of an erased address).
-func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
+func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
 	rec.Email = NormalizeEmail(rec.Email)
 	rec.IP = truncateIPString(rec.IP)
 	for _, p := range rec.strings() {
@@ -147,22 +188,21 @@ func (s *Store) newAppendReq(ctx context.Context, rec Record, subject []byte) *a
 	return req
 }
 
-func (s *Store) enqueue(req *appendReq) (Record, error) {
+func (s *Store) enqueue(req *appendReq) appendResult {
 	if err := req.ctx.Err(); err != nil {
-		return Record{}, err
+		return appendResult{err: err}
 	}
 	s.mu.RLock()
 	if s.closed || s.queue == nil {
 		s.mu.RUnlock()
 		if s.queue == nil {
-			return Record{}, fmt.Errorf("append: ledger %s is open read-only", s.path)
+			return appendResult{err: fmt.Errorf("append: ledger %s is open read-only", s.path)}
 		}
-		return Record{}, ErrClosed
+		return appendResult{err: ErrClosed}
 	}
 	s.queue <- req
 	s.mu.RUnlock()
-	res := <-req.done
-	return res.rec, res.err
+	return <-req.done
 }
 
 // writerYields bounds the yields after a commit (see writer); measured with
@@ -233,18 +273,31 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	defer tx.Rollback()
 	w := newChainWriter(tx)
 	suppression := tx.Bucket(bucketSuppression)
+	var ob *outboxTx // opened by the first record with outbox items
 	for i, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			results[i].err = err
 			continue
 		}
 		r := &req.rec
-		if r.Source == "signup" && req.subject != nil && suppression.Get(req.subject) != nil {
-			results[i].err = ErrSuppressed
+		emailSuppressed := req.subject != nil && suppression.Get(req.subject) != nil
+		visitorSuppressed := r.digests.visitorID != nil && suppression.Get(r.digests.visitorID) != nil
+		if err := (&PendingRecord{req: req}).Suppress(emailSuppressed, visitorSuppressed); err != nil {
+			results[i].err = err
 			if err := putAudit(tx, s.now(), systemActor, "suppressed_signup", "site="+r.Site); err != nil {
 				return err
 			}
 			continue
+		}
+		if req.unsubscribe && req.subject != nil {
+			last, done, err := alreadySet(tx, req)
+			if err != nil {
+				return err
+			}
+			if done {
+				results[i].rec = last
+				continue
+			}
 		}
 		ns := s.now().UnixNano()
 		if ns <= s.lastNs {
@@ -260,14 +313,50 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		}
 		s.lastNs = ns
 		results[i].rec = rec
+		if req.outbox == nil {
+			continue
+		}
+		items, err := req.outbox(rec)
+		if err != nil {
+			return fmt.Errorf("outbox items of a %s record: %w", rec.Event, err)
+		}
+		if ob == nil && len(items) > 0 {
+			if ob, err = openOutbox(tx); err != nil {
+				return err
+			}
+		}
+		for _, it := range items {
+			it.Record, it.subject = rec.ID, req.subject
+			if it.Site == "" {
+				it.Site = rec.Site
+			}
+			ok, err := ob.add(&it, rec.RecordedAt)
+			if err != nil {
+				return fmt.Errorf("outbox item of a %s record: %w", rec.Event, err)
+			}
+			if ok {
+				results[i].outbox = append(results[i].outbox, it)
+			}
+		}
 	}
 	if err := w.flush(); err != nil {
 		return err
 	}
+	if ob != nil {
+		if err := ob.flush(); err != nil {
+			return err
+		}
+	}
 	if s.opts.DiscardCommits {
 		return nil // the deferred Rollback discards the batch
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if ob != nil && ob.dirty {
+		s.notifyOutbox()
+	}
+	return nil
 }
 
 // chainWriter appends records to the sites' chains within one transaction,
@@ -277,11 +366,25 @@ type chainWriter struct {
 	heads    map[string]*chainHead
 	buckets  map[string]*bolt.Bucket
 	subjects *bolt.Bucket
+	visitors *bolt.Bucket
 }
 
 func newChainWriter(tx *bolt.Tx) *chainWriter {
 	return &chainWriter{tx: tx, heads: map[string]*chainHead{}, buckets: map[string]*bolt.Bucket{},
-		subjects: tx.Bucket(bucketSubjects)}
+		subjects: tx.Bucket(bucketSubjects), visitors: tx.Bucket(bucketVisitors)}
+}
+
+// alreadySet tells whether the subject's records on the request's site
+// already hold every state the request sets, and returns the latest of them.
+// It reads in the writer's transaction, so it sees records of the same
+// batch too.
+func alreadySet(tx *bolt.Tx, req *appendReq) (Record, bool, error) {
+	recs, err := getSubjectRecords(tx, req.subject)
+	if err != nil {
+		return Record{}, false, err
+	}
+	last, ok := LatestIfSet(recs, req.rec.Site, req.rec.Choices)
+	return last, ok, nil
 }
 
 // chain returns the site's record bucket and head, loading them once per
@@ -326,6 +429,11 @@ func (w *chainWriter) append(req *appendReq, id []byte) (Record, error) {
 	}
 	if req.subject != nil {
 		if err := w.subjects.Put(subjectKey(req.subject, id), []byte(r.Site)); err != nil {
+			return Record{}, err
+		}
+	}
+	if r.digests.visitorID != nil {
+		if err := w.visitors.Put(subjectKey(r.digests.visitorID, id), []byte(r.Site)); err != nil {
 			return Record{}, err
 		}
 	}

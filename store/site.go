@@ -404,9 +404,10 @@ func (s Site) Resolve(choices map[string]bool, signup bool, prev map[string]stri
 	return states, event, nil
 }
 
-// CreateSite stores a new site: it validates it, sets PolicyVersion to "1"
-// when empty, Modes to ["banner"] when empty, and the times.
-func (s *Store) CreateSite(site Site) (Site, error) {
+// NewSite readies a new site for storing: it sets PolicyVersion to "1" when
+// empty, Modes to ["banner"] when empty and both times to now, and
+// validates it. Every backend's CreateSite calls it.
+func NewSite(site Site, now time.Time) (Site, error) {
 	if len(site.Modes) == 0 {
 		site.Modes = []string{"banner"}
 	}
@@ -416,9 +417,44 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 	if err := site.Validate(); err != nil {
 		return Site{}, err
 	}
-	site.CreatedAt = s.now().UTC()
+	site.CreatedAt = now.UTC()
 	site.UpdatedAt = site.CreatedAt
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	return site, nil
+}
+
+// ChangeSite readies a replacement of the stored site old: a change to the
+// purposes or the texts that keeps the stored policy_version (or sends none)
+// gets a new one, so visitors are asked again: the old one plus one when it
+// is a number, else a new opaque string. Every backend's PutSite calls it.
+func ChangeSite(old, site Site, now time.Time) (Site, error) {
+	if len(site.Modes) == 0 {
+		site.Modes = []string{"banner"}
+	}
+	if site.PolicyVersion == "" {
+		site.PolicyVersion = old.PolicyVersion
+	}
+	if site.PolicyVersion == old.PolicyVersion && noticeChanged(old, site) {
+		var err error
+		if site.PolicyVersion, err = nextPolicyVersion(old.PolicyVersion); err != nil {
+			return Site{}, err
+		}
+	}
+	if err := site.Validate(); err != nil {
+		return Site{}, err
+	}
+	site.CreatedAt = old.CreatedAt
+	site.UpdatedAt = now.UTC()
+	return site, nil
+}
+
+// CreateSite stores a new site (see NewSite); ErrSiteExists if its id is
+// taken.
+func (s *Store) CreateSite(site Site) (Site, error) {
+	site, err := NewSite(site, s.now())
+	if err != nil {
+		return Site{}, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSites).Get([]byte(site.ID)) != nil {
 			return ErrSiteExists
 		}
@@ -430,32 +466,18 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 	return site, nil
 }
 
-// PutSite replaces an existing site's config and returns it as stored. A
-// change to the purposes or the texts that keeps the stored policy_version
-// (or sends none) gets a new one, so visitors are asked again: the old one
-// plus one when it is a number, else a new opaque string.
+// PutSite replaces an existing site's config (see ChangeSite) and returns it
+// as stored; ErrNotFound for an unknown site.
 func (s *Store) PutSite(site Site) (Site, error) {
-	if len(site.Modes) == 0 {
-		site.Modes = []string{"banner"}
-	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		old, err := getSite(tx, site.ID)
 		if err != nil {
 			return err
 		}
-		if site.PolicyVersion == "" {
-			site.PolicyVersion = old.PolicyVersion
-		}
-		if site.PolicyVersion == old.PolicyVersion && noticeChanged(old, site) {
-			if site.PolicyVersion, err = nextPolicyVersion(old.PolicyVersion); err != nil {
-				return err
-			}
-		}
-		if err := site.Validate(); err != nil {
+		site, err = ChangeSite(old, site, s.now())
+		if err != nil {
 			return err
 		}
-		site.CreatedAt = old.CreatedAt
-		site.UpdatedAt = s.now().UTC()
 		return putSite(tx, site)
 	})
 	if err != nil {

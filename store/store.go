@@ -3,7 +3,8 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 1):
+// Bucket layout (schema version 4; version 1 had no outbox, 2 no visitors/
+// index, 3 no users/ and sessions/):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -22,14 +23,32 @@
 //	    <id, 16 bytes>    record, binary (codec.go); the id starts with its time
 //	subjects/
 //	  <email digest 32 bytes><id 16 bytes>   site id: index of a person's records
+//	visitors/             (schema 3)
+//	  <visitor_id digest 32 bytes><id 16 bytes>   site id: index of a visitor id's records
 //	optin/
 //	  <email digest 32 bytes>   double-opt-in state as JSON
 //	suppression/
-//	  <email digest 32 bytes>   {"at":…,"reason":…} for erased addresses
+//	  <email or visitor_id digest 32 bytes>   {"at":…,"reason":…} for erased
+//	                      addresses and visitor ids: every later record naming
+//	                      one is refused (a signup) or stored erased (erase.go)
 //	tokens/
-//	  <name>              {"hash":sha256 of the token,"created_at":…}
+//	  <name>              {"hash":sha256 of the token,"role":…,"created_at":…}
+//	                      (no role: admin, as before roles existed)
+//	users/                console users (users.go), since schema 4
+//	  <normalised email>  {"role":…,"hash":argon2id PHC string,"created_at":…}
+//	sessions/             console sign-ins (users.go), since schema 4
+//	  <sha256 of the session id, 32 bytes>   {"email":…,"csrf":…,"expires_at":…}
 //	audit/                append-only, FillPercent 0.95
 //	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
+//	outbox/               what must be sent: mails, webhook deliveries (outbox.go)
+//	  items/     <seq 8>                    OutboxItem as JSON; seq = creation order
+//	  due/       <next attempt ns 8><seq 8> queued items, by due time
+//	  queue/     <group><seq 8>             queued ordered items of each group
+//	  groups/    <group><seq 8>             every item of each group (caps, lists)
+//	  sites/     <len 1><site id><seq 8>    every item of each site
+//	  subjects/  <email digest 32><seq 8>   items about a person (erasure)
+//	  counts                                {"mail":{"queued":n,"sent":n,"failed":n},…}
+//	                                        where <group> = <len 1><kind><len 1><key>
 //
 // Records and their proof (codec.go): a record's id is 26 Crockford base32
 // characters that read as a ULID and carry recorded_at to the nanosecond, so
@@ -48,6 +67,19 @@
 // batch, and every caller is answered only after that commit (see Append).
 // Other writes (sites, erasure, tokens, audit) are rare and use their own
 // transactions.
+//
+// The outbox is the ledger's durable queue of messages to the outside world
+// (kind "mail": confirmation mails; kind "webhook": deliveries). AppendWith
+// writes a record's items in the record's own group-commit transaction, so
+// after a crash an item exists if and only if its record does, and nothing
+// acknowledged is left unsent. Each item has a kind, a site, a group key (a
+// recipient digest, an endpoint id), a JSON payload, a state (queued, sent,
+// failed), its attempts, last error and next attempt time. Senders take due
+// items with OutboxDue — for ordered items only the oldest queued one of
+// each group, so deliveries to one endpoint keep record order — and report
+// each try with OutboxAttempt (sent, retry at, or failed). OutboxList serves
+// admins, OutboxCounts metrics. Erasure blanks the payloads of a person's
+// items and gives up the queued ones.
 package store
 
 import (
@@ -63,6 +95,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -77,13 +110,19 @@ var (
 	bucketChains      = []byte("chains")
 	bucketRecords     = []byte("records")
 	bucketSubjects    = []byte("subjects")
+	bucketVisitors    = []byte("visitors")
 	bucketOptIn       = []byte("optin")
 	bucketSuppression = []byte("suppression")
 	bucketTokens      = []byte("tokens")
 	bucketAudit       = []byte("audit")
+	bucketOutbox      = []byte("outbox")
+	bucketUsers       = []byte("users")
+	bucketSessions    = []byte("sessions")
 
-	allBuckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
+	// schema1Buckets are the top-level buckets of schema version 1.
+	schema1Buckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
 		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
+	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketVisitors, bucketUsers, bucketSessions)
 )
 
 // Keys in the meta bucket.
@@ -99,18 +138,53 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 1
+const schemaVersion = 4
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
 // version, so a failed migration leaves the file as it was.
 var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
+	1: migrateOutbox,
+	2: migrateVisitors,
+	3: migrateUsers,
+}
+
+// migrateUsers makes the console's users/ and sessions/ buckets (schema 4).
+func migrateUsers(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketUsers, bucketSessions} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateVisitors builds the visitors/ index (schema 3) from the records'
+// stored visitor_id digests, which erasure keeps, so erased records are
+// indexed too. Tombstones carry no digest and stay out.
+func migrateVisitors(tx *bolt.Tx) error {
+	visitors, err := tx.CreateBucketIfNotExists(bucketVisitors)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRecords).ForEachBucket(func(site []byte) error {
+		return tx.Bucket(bucketRecords).Bucket(site).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(string(site), k, v)
+			if err != nil {
+				return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(k), site, err)
+			}
+			if r.digests.visitorID == nil {
+				return nil
+			}
+			return visitors.Put(subjectKey(r.digests.visitorID, k), bytes.Clone(site))
+		})
+	})
 }
 
 // migrateCreate makes the buckets and the keys of a new ledger.
 func migrateCreate(tx *bolt.Tx) error {
-	for _, name := range allBuckets {
+	for _, name := range schema1Buckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -182,10 +256,7 @@ type Store struct {
 	opts Options
 	now  func() time.Time
 
-	digester       *digester // keyed digests of personal fields and addresses
-	unsubscribeKey []byte
-	signingKey     ed25519.PrivateKey
-	kid            string
+	*Keyring // digests of personal fields, receipts, unsubscribe tokens
 
 	notices sync.Map // "sha256:…" -> struct{}: notices known to be stored
 
@@ -196,6 +267,8 @@ type Store struct {
 	lastNs  int64 // writer goroutine only: time of the last record id
 
 	batches, batched atomic.Uint64 // group commits made, records in them
+
+	outboxWake chan struct{} // see OutboxWake
 }
 
 // Open opens the ledger at path, creating it (mode 0600) and its buckets if
@@ -226,7 +299,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path, opts: opts, now: now}
+	s := &Store{db: db, path: path, opts: opts, now: now, outboxWake: make(chan struct{}, 1)}
 	if err := guard(s.prepare); err != nil {
 		db.Close()
 		return nil, err
@@ -240,11 +313,26 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	// bbolt can panic while opening a damaged file, after it took the file
+	// lock: keep the file to close it then, or the lock would outlive the
+	// failed Open.
+	var file *os.File
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
 	err = guard(func() error {
 		var e error
-		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, OpenFile: openFile})
 		return e
 	})
+	if err != nil && db == nil && file != nil && errors.Is(err, ErrCorrupt) {
+		// The mapping bbolt made keeps the open file alive: unlock it
+		// explicitly, then close it.
+		_ = syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
+		file.Close()
+	}
 	switch {
 	case err == nil:
 		return db, nil
@@ -364,11 +452,9 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			return fmt.Errorf("ledger %s: %w (missing bucket %q)", s.path, ErrCorrupt, name)
 		}
 	}
-	s.digester = newDigester(bytes.Clone(digestKey))
-	s.unsubscribeKey = bytes.Clone(unsubscribeKey)
-	s.signingKey = ed25519.NewKeyFromSeed(seed)
-	s.kid = jwkThumbprint(s.signingKey.Public().(ed25519.PublicKey))
-	return nil
+	var err error
+	s.Keyring, err = NewKeyring(Keys{Digest: digestKey, Signing: seed, Unsubscribe: unsubscribeKey}, s.now)
+	return err
 }
 
 // Close waits for the queued records to be committed, then closes the file.

@@ -142,7 +142,7 @@ func (s *Store) verifyChain(site string, head chainHead, rep *VerifyReport) erro
 
 // checkRecord returns why r does not verify after a record whose hash is
 // prev, or "".
-func (s *Store) checkRecord(r *storedRecord, prev []byte, afterLive bool) string {
+func (s *Keyring) checkRecord(r *storedRecord, prev []byte, afterLive bool) string {
 	if !bytes.Equal(r.prevHash, prev) {
 		return "prev_hash is not the previous record's hash"
 	}
