@@ -212,6 +212,15 @@ func TestEmbedPlaceholder(t *testing.T) {
 	if js[bool](t, ctx, `!!`+ph) {
 		t.Error("a placeholder on the next page view although marketing is granted")
 	}
+	// Withdrawn, the video waits behind its placeholder again from the next page view.
+	js[any](t, ctx, `assent.withdraw('marketing')`)
+	e.waitRecords("shop", 2)
+	until(t, ctx, "the withdrawal remembered", `assent.get() && assent.get().id && !assent.get().choices.marketing`)
+	do(t, ctx, chromedp.Reload())
+	until(t, ctx, "the placeholder for a returning visitor who withdrew", ph+` && `+ph+`.shadowRoot.querySelector('button')`)
+	if js[string](t, ctx, `document.querySelector('iframe').src`) != "" {
+		t.Error("the video loaded after the withdrawal")
+	}
 }
 
 // pageAxe runs axe-core's WCAG 2.x A/AA rules on the page, into the

@@ -128,7 +128,10 @@ decide().then(
       if (!fresh(D.policy_version)) delete M.ch
       // Consent Mode needs an update unless the state is still the default
       // one: opt-in, no choice, and nothing granted early.
+      // (Else the remembered choice stands; its embeds get their placeholders now
+      // that the texts are in.)
       if (!early || !M.ch) apply(+(early || !!M.ch || !optIn()))
+      else gate(granted, allow)
       idle()
       const t = C.signup_triggers || {}
       if (hasSignup) {
