@@ -62,6 +62,9 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := decodeSite(c, &site); err != nil {
 		return err
 	}
+	if err := s.checkMail(site); err != nil {
+		return err
+	}
 	created, err := s.store.CreateSite(site)
 	if err != nil {
 		return siteError(err, site.ID)
@@ -83,6 +86,9 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	}
 	if site.ID != id {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "id: the body's id must match the path")
+	}
+	if err := s.checkMail(site); err != nil {
+		return err
 	}
 	updated, err := s.store.PutSite(site)
 	if err != nil {
@@ -170,7 +176,7 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err := s.audit(c, "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"email": state.Email, "state": state, "records": recs})
+	return c.JSON(http.StatusOK, map[string]any{"email": state.Email, "state": state, "records": recs, "report": store.Report(recs, state)})
 }
 
 // handleEraseSubject erases a person; the store writes the audit entry
@@ -282,6 +288,15 @@ func (s *Server) handleNotice(c echo.Context) error {
 		return err
 	}
 	return c.JSONBlob(http.StatusOK, doc)
+}
+
+// checkMail refuses double opt-in on a server that cannot send mail.
+func (s *Server) checkMail(site store.Site) error {
+	if site.DoubleOptIn && s.cfg.Mail == nil {
+		return apiError(http.StatusUnprocessableEntity, "mail_not_configured",
+			"double_opt_in: this server sends no mail; start it with --smtp, --mail-from and --public-url")
+	}
+	return nil
 }
 
 // handleWhoami tells the console who is signed in, with which role, and the

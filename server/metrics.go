@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -41,6 +43,7 @@ func newMetrics(st *store.Store) *metrics {
 	m.reg.MustRegister(m.requests, m.duration, m.records, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if st != nil {
+		m.reg.MustRegister(mailCollector{st})
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "assent_ledger_up", Help: "1 when the ledger answers.",
 		}, func() float64 {
@@ -48,7 +51,7 @@ func newMetrics(st *store.Store) *metrics {
 				return 0
 			}
 			return 1
-		}))
+		}), writeFailed{st})
 	}
 	m.h = echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m
@@ -67,3 +70,40 @@ func (m *metrics) observe(route, method string, status int, d time.Duration) {
 func (m *metrics) recorded(site, event string) { m.records.WithLabelValues(site, event).Inc() }
 
 func (m *metrics) rejectedOrigin(site string) { m.rejected.WithLabelValues(site).Inc() }
+
+// writeFailed is assent_ledger_write_failed: 1, with the errno as reason,
+// once a write or sync of the ledger failed and it stopped accepting writes
+// (store.FailedError); 0 before.
+type writeFailed struct{ st *store.Store }
+
+var writeFailedDesc = prometheus.NewDesc("assent_ledger_write_failed",
+	"1 after a write or sync of the ledger file failed: every write is refused (503) until the server is restarted.",
+	[]string{"reason"}, nil)
+
+func (w writeFailed) Describe(ch chan<- *prometheus.Desc) { ch <- writeFailedDesc }
+
+func (w writeFailed) Collect(ch chan<- prometheus.Metric) {
+	var fe *store.FailedError
+	if err := w.st.Failed(); errors.As(err, &fe) {
+		ch <- prometheus.MustNewConstMetric(writeFailedDesc, prometheus.GaugeValue, 1, fe.Reason())
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(writeFailedDesc, prometheus.GaugeValue, 0, "")
+}
+
+// mailCollector reads the mails per state from the ledger at each scrape,
+// so the figures are the ledger's, across restarts.
+type mailCollector struct{ st *store.Store }
+
+var mailDesc = prometheus.NewDesc("assent_mail_total", "Confirmation mails in the outbox, by state (queued, sent, failed).", []string{"state"}, nil)
+
+func (c mailCollector) Describe(ch chan<- *prometheus.Desc) { ch <- mailDesc }
+func (c mailCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.st.OutboxCounts(context.Background(), mailKind)
+	if err != nil {
+		return
+	}
+	for _, state := range []string{store.OutboxQueued, store.OutboxSent, store.OutboxFailed} {
+		ch <- prometheus.MustNewConstMetric(mailDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}

@@ -120,6 +120,7 @@ type writeResponse struct {
 	Country        string `json:"country"`
 	Receipt        string `json:"receipt"`
 	UnsubscribeURL string `json:"unsubscribe_url,omitempty"`
+	DoubleOptIn    string `json:"double_opt_in,omitempty"` // "pending" on a site with double opt-in
 }
 
 func (s *Server) handleConsent(c echo.Context) error { return s.write(c, false) }
@@ -207,7 +208,14 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		Choices: states, PageURL: req.PageURL, IP: store.TruncateIP(s.clientAddr(r)),
 		UserAgent: truncate(r.UserAgent(), 512), GPC: gpc, DNT: r.Header.Get("DNT") == "1",
 	}
-	rec, err = s.store.Append(r.Context(), rec)
+	doi := signup && site.DoubleOptIn
+	if doi {
+		// The signup, its pending state and its confirmation mail are
+		// committed together: a crash after the 201 still sends the mail.
+		rec, _, err = s.store.AppendWith(r.Context(), rec, store.AppendOptions{OptIn: "pending", Outbox: s.confirmationItems})
+	} else {
+		rec, err = s.store.Append(r.Context(), rec)
+	}
 	if errors.Is(err, store.ErrSuppressed) {
 		return apiError(http.StatusConflict, "suppressed", "this address asked to be erased and cannot be signed up again here; the site owner can help")
 	}
@@ -215,7 +223,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		return err
 	}
 	s.met.recorded(site.ID, rec.Event)
-	return s.answerRecord(c, site, rec, signup)
+	return s.answerRecord(c, site, rec, signup, doi)
 }
 
 // replaced returns the choices of the record a new choice replaces: a
@@ -242,7 +250,7 @@ func (s *Server) replaced(site store.Site, id, visitor string) (map[string]strin
 	return prev, err
 }
 
-func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record, signup bool) error {
+func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record, signup, doi bool) error {
 	receipt, err := s.store.Receipt(rec)
 	if err != nil {
 		return err
@@ -253,6 +261,9 @@ func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record,
 	}
 	if signup {
 		resp.UnsubscribeURL = s.baseURL(c) + "/u/" + s.store.UnsubscribeToken(site.ID, rec.Email)
+	}
+	if doi {
+		resp.DoubleOptIn = "pending"
 	}
 	return c.JSON(http.StatusCreated, resp)
 }

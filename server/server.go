@@ -9,6 +9,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/assent/assent/build"
 	"github.com/assent/assent/geo"
+	"github.com/assent/assent/mail"
 	"github.com/assent/assent/store"
 	"github.com/assent/assent/widget"
 )
@@ -38,6 +40,11 @@ type Config struct {
 	DevDir         string // the widget folder for Dev, default "widget"
 	DevConsoleDir  string // the console folder for Dev, default "server/console"
 	PublicURL      string // base for unsubscribe links; "" = from the request
+	// Mail sends confirmation mails (--smtp, --mail-from); nil = no mail,
+	// and a site cannot turn double opt-in on.
+	Mail *mail.Sender
+	// MailRetry overrides DefaultMailRetry: tests shorten it. Not a flag.
+	MailRetry *MailRetry
 }
 
 // Server is the HTTP server and its dependencies.
@@ -85,6 +92,17 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 	if err != nil {
 		return nil, err
 	}
+	if st != nil {
+		st.OnFail(func(err error) {
+			var fe *store.FailedError
+			reason := "other"
+			if errors.As(err, &fe) {
+				reason = fe.Reason()
+			}
+			log.Error("ledger write failed: refusing every write until restarted; on restart run `assent verify`",
+				"reason", reason, "err", err.Error())
+		})
+	}
 	s := &Server{
 		cfg:     cfg,
 		store:   st,
@@ -119,6 +137,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.Mail != nil {
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.runMailSender(sctx) }()
+		defer func() { stop(); <-done }()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

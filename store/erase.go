@@ -170,9 +170,17 @@ func (s *Keyring) resolve(ref SubjectRef, ix personIndex) (*person, error) {
 			add(&p.emails, r.rec.digests.email)
 		}
 	}
-	for _, e := range slices.Clone(p.emails) {
-		if err := collect(bucketSubjects, e); err != nil {
+	// Each address leads, through the rectify records filed under it, to
+	// the address it was corrected from or to (rights.go).
+	for i := 0; i < len(p.emails); i++ {
+		if err := collect(bucketSubjects, p.emails[i]); err != nil {
 			return nil, err
+		}
+		for _, r := range p.records {
+			if r.rec.digests.newEmail != nil {
+				add(&p.emails, r.rec.digests.email)
+				add(&p.emails, r.rec.digests.newEmail)
+			}
 		}
 	}
 	for _, r := range slices.Clone(p.records) {
@@ -183,6 +191,9 @@ func (s *Keyring) resolve(ref SubjectRef, ix personIndex) (*person, error) {
 		}
 	}
 	slices.SortFunc(p.records, func(a, b personRecord) int { return bytes.Compare(a.id, b.id) })
+	if to := currentEmail(p.records); to != "" {
+		p.email = to
+	}
 	if p.email == "" {
 		for i := len(p.records) - 1; i >= 0 && p.email == ""; i-- {
 			p.email = p.records[i].rec.Email
@@ -258,7 +269,7 @@ func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
 	}
 	var rep ErasureReport
 	err := guard(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
+		return s.update(func(tx *bolt.Tx) error {
 			p, err := s.resolve(tx, ref)
 			if err != nil {
 				return err
@@ -281,7 +292,7 @@ func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
 				}
 			}
 			for _, e := range p.emails {
-				if err := updateOptIn(tx, e, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
+				if err := eraseOptIn(tx, e); err != nil {
 					return err
 				}
 				if err := eraseOutbox(tx, e, s.now()); err != nil {
@@ -341,7 +352,7 @@ func (s *Store) SetDoubleOptIn(email, state, ip string) error {
 		return invalid("double_opt_in", "%q is not one of none, pending, confirmed", state)
 	}
 	subject := s.subjectDigest(email)
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketOptIn).Get(subject) == nil {
 			if err := tx.Bucket(bucketOptIn).Put(subject, []byte(`{"state":"none"}`)); err != nil {
 				return err
@@ -358,12 +369,12 @@ func updateOptIn(tx *bolt.Tx, subject []byte, change func(*optIn)) error {
 	if v == nil {
 		return nil
 	}
-	var o optIn
-	if err := json.Unmarshal(v, &o); err != nil {
-		return fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
+	d, err := parseOptIn(v)
+	if err != nil {
+		return err
 	}
-	change(&o)
-	if v, err := json.Marshal(o); err != nil {
+	change(&d.optIn)
+	if v, err := json.Marshal(d); err != nil {
 		return err
 	} else {
 		return b.Put(subject, v)

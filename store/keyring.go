@@ -26,7 +26,9 @@ var (
 	// ErrNotSupported: the backend cannot do this (a backup of a PostgreSQL
 	// ledger is its own tools' job).
 	ErrNotSupported = errors.New("not supported by this ledger backend")
-	// ErrUnavailable: the database did not answer; nothing was stored.
+	// ErrUnavailable: the database did not answer, or (bbolt) a write or
+	// sync of the file failed and the ledger stopped acknowledging writes
+	// until restarted (see FailedError); nothing more is stored.
 	ErrUnavailable = errors.New("ledger database unavailable")
 )
 
@@ -162,7 +164,7 @@ func (s *StoredRecord) Erase() bool {
 		return false
 	}
 	s.r.Erased = true
-	s.r.Email, s.r.Name, s.r.VisitorID, s.r.IP, s.r.UserAgent = "", "", "", "", ""
+	s.r.Email, s.r.Name, s.r.VisitorID, s.r.IP, s.r.UserAgent, s.r.NewEmail = "", "", "", "", "", ""
 	return true
 }
 
@@ -242,15 +244,14 @@ const SystemActor = systemActor
 // now, as SetDoubleOptIn stores it.
 func OptInChange(old []byte, state, ip string, now time.Time) ([]byte, error) {
 	ip = truncateIPString(ip)
-	o := optIn{State: "none"}
-	if old != nil {
-		if err := json.Unmarshal(old, &o); err != nil {
-			return nil, fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
-		}
+	d, err := parseOptIn(old)
+	if err != nil {
+		return nil, err
 	}
+	o := &d.optIn
 	switch state {
 	case "none":
-		o = optIn{}
+		d = optInDoc{}
 	case "pending":
 		o.PendingAt, o.PendingIP = now.UTC(), ip
 	case "confirmed":
@@ -258,18 +259,21 @@ func OptInChange(old []byte, state, ip string, now time.Time) ([]byte, error) {
 	default:
 		return nil, invalid("double_opt_in", "%q is not one of none, pending, confirmed", state)
 	}
-	o.State = state
-	return json.Marshal(o)
+	d.State = state
+	return json.Marshal(d)
 }
 
 // OptInErased is a double-opt-in state after erasure: its addresses gone.
 func OptInErased(old []byte) ([]byte, error) {
-	var o optIn
-	if err := json.Unmarshal(old, &o); err != nil {
-		return nil, fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
+	d, err := parseOptIn(old)
+	if err != nil {
+		return nil, err
 	}
-	o.PendingIP, o.ConfirmedIP = "", ""
-	return json.Marshal(o)
+	d.PendingIP, d.ConfirmedIP = "", ""
+	for _, so := range d.Sites {
+		so.PendingIP, so.ConfirmedIP = "", ""
+	}
+	return json.Marshal(d)
 }
 
 // Match tells whether q selects r, apart from its time range and email,

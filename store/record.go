@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -19,8 +20,8 @@ type Record struct {
 	ID            string            `json:"id"`
 	RecordedAt    time.Time         `json:"recorded_at"`
 	Site          string            `json:"site"`
-	Event         string            `json:"event"`  // grant, deny, partial, withdraw
-	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin
+	Event         string            `json:"event"`  // grant, deny, partial, withdraw, confirm
+	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin, double_opt_in
 	Basis         string            `json:"basis"`  // explicit, implied
 	Email         string            `json:"email"`
 	VisitorID     string            `json:"visitor_id"`
@@ -37,11 +38,18 @@ type Record struct {
 	UserAgent     string            `json:"user_agent"`
 	GPC           bool              `json:"gpc"`
 	DNT           bool              `json:"dnt"`
-	Name          string            `json:"name,omitempty"` // a signup's name: personal, erased too
-	PrevHash      string            `json:"prev_hash"`
-	Hash          string            `json:"hash"`
-	Erased        bool              `json:"erased,omitempty"`
-	Tombstone     bool              `json:"tombstone,omitempty"`
+	Name          string            `json:"name,omitempty"`     // a signup's name: personal, erased too
+	Confirms      string            `json:"confirms,omitempty"` // a confirm record's signup id
+	// Reason is why an admin recorded a withdrawal or a rectification on the
+	// person's request; it is proof and enters the hash in clear.
+	Reason string `json:"reason,omitempty"`
+	// NewEmail is the corrected address a rectify record links Email to:
+	// personal like Email (a digest in the hash, erased too).
+	NewEmail  string `json:"new_email,omitempty"`
+	PrevHash  string `json:"prev_hash"`
+	Hash      string `json:"hash"`
+	Erased    bool   `json:"erased,omitempty"`
+	Tombstone bool   `json:"tombstone,omitempty"`
 }
 
 // NormalizeEmail is the one way Assent normalises an address: trimmed and
@@ -87,10 +95,13 @@ type appendReq struct {
 	tmpl    template
 	body    []byte // encodeBody(&rec)
 	outbox  func(Record) ([]OutboxItem, error)
+	optIn   string // a double-opt-in step stored with the record (optin.go)
 	done    chan appendResult
 	// unsubscribe: store nothing when the subject's signup purposes on the
 	// site are already in the states this record sets (see Unsubscribe).
 	unsubscribe bool
+	// rights: a withdrawal or rectification on request (rights.go), or nil.
+	rights *rightsReq
 }
 
 // eraseFields turns a prepared record into one stored already erased: the
@@ -98,7 +109,7 @@ type appendReq struct {
 func (req *appendReq) eraseFields() {
 	r := &req.rec
 	r.Erased = true
-	r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
+	r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent, r.NewEmail = "", "", "", "", "", ""
 	req.body = encodeBody(r)
 }
 
@@ -150,7 +161,10 @@ func (s *Store) Append(ctx context.Context, rec Record) (Record, error) {
 func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	rec.Erased = false
 	req := s.newAppendReq(ctx, rec, nil)
-	req.outbox = opts.Outbox
+	req.outbox, req.optIn = opts.Outbox, opts.OptIn
+	if req.optIn != "" && req.optIn != "pending" {
+		return Record{}, nil, invalid("double_opt_in", "AppendWith takes the step \"pending\"; Confirm makes \"confirmed\"")
+	}
 	res := s.enqueue(req)
 	return res.rec, res.outbox, res.err
 }
@@ -162,7 +176,8 @@ func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) 
 func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
 	rec.Email = NormalizeEmail(rec.Email)
 	rec.IP = truncateIPString(rec.IP)
-	for _, p := range rec.strings() {
+	rec.NewEmail = NormalizeEmail(rec.NewEmail)
+	for _, p := range append(rec.strings(), &rec.Reason, &rec.NewEmail) {
 		*p = strings.ToValidUTF8(*p, "\uFFFD")
 	}
 	choices := make(map[string]string, len(rec.Choices))
@@ -176,7 +191,7 @@ func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) 
 		// Only Unsubscribe appends erased records: the person was erased and
 		// is known by digest alone, so the record carries that digest and no
 		// personal field.
-		rec.Email, rec.Name, rec.VisitorID, rec.IP, rec.UserAgent = "", "", "", "", ""
+		rec.Email, rec.Name, rec.VisitorID, rec.IP, rec.UserAgent, rec.NewEmail = "", "", "", "", "", ""
 		req.rec.digests = digests{email: subject}
 	} else {
 		req.rec.digests = s.digester.digests(&rec)
@@ -218,7 +233,7 @@ func (s *Store) writer() {
 	defer s.writerW.Done()
 	batch := make([]*appendReq, 0, s.opts.maxBatch)
 	for req := range s.queue {
-		batch = append(batch[:0], req)
+		batch = req.withGroup(batch[:0])
 	fill:
 		for len(batch) < s.opts.maxBatch {
 			select {
@@ -226,7 +241,7 @@ func (s *Store) writer() {
 				if !ok {
 					break fill
 				}
-				batch = append(batch, r)
+				batch = r.withGroup(batch)
 			default:
 				break fill
 			}
@@ -262,13 +277,16 @@ func (s *Store) commit(batch []*appendReq) {
 }
 
 func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
+	if err := s.Failed(); err != nil {
+		return err
+	}
 	rnd := make([]byte, 8*len(batch))
 	if _, err := rand.Read(rnd); err != nil {
 		return err
 	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
-		return err
+		return s.failWith(err)
 	}
 	defer tx.Rollback()
 	w := newChainWriter(tx)
@@ -276,6 +294,10 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	var ob *outboxTx // opened by the first record with outbox items
 	for i, req := range batch {
 		if err := req.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		if done, err := req.checkRights(tx); err != nil || done {
 			results[i].err = err
 			continue
 		}
@@ -288,6 +310,14 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 				return err
 			}
 			continue
+		}
+		if err := checkOptIn(tx, req); err != nil {
+			results[i].err = err
+			var ac *AlreadyConfirmedError
+			if errors.As(err, &ac) {
+				continue
+			}
+			return err
 		}
 		if req.unsubscribe && req.subject != nil {
 			last, done, err := alreadySet(tx, req)
@@ -313,6 +343,12 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		}
 		s.lastNs = ns
 		results[i].rec = rec
+		if err := putOptIn(tx, req, rec); err != nil {
+			return err
+		}
+		if err := req.auditRights(tx, s.now()); err != nil {
+			return err
+		}
 		if req.outbox == nil {
 			continue
 		}
@@ -350,7 +386,7 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	if s.opts.DiscardCommits {
 		return nil // the deferred Rollback discards the batch
 	}
-	if err := tx.Commit(); err != nil {
+	if err := s.commitTx(tx); err != nil {
 		return err
 	}
 	if ob != nil && ob.dirty {
@@ -429,6 +465,13 @@ func (w *chainWriter) append(req *appendReq, id []byte) (Record, error) {
 	}
 	if req.subject != nil {
 		if err := w.subjects.Put(subjectKey(req.subject, id), []byte(r.Site)); err != nil {
+			return Record{}, err
+		}
+	}
+	if r.digests.newEmail != nil {
+		// A rectify record is filed under both addresses: the look-up of
+		// either finds it, and through it the other's records.
+		if err := w.subjects.Put(subjectKey(r.digests.newEmail, id), []byte(r.Site)); err != nil {
 			return Record{}, err
 		}
 	}

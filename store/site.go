@@ -79,6 +79,7 @@ type Site struct {
 	CookieDomain   string    `json:"cookie_domain,omitempty"`
 	OptInCountries []string  `json:"opt_in_countries,omitempty"` // empty: the server's default list
 	RetentionDays  int       `json:"retention_days"`             // 0: keep forever
+	DoubleOptIn    bool      `json:"double_opt_in,omitempty"`    // signups get a confirmation mail
 	PolicyVersion  string    `json:"policy_version"`
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
@@ -454,7 +455,7 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 	if err != nil {
 		return Site{}, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSites).Get([]byte(site.ID)) != nil {
 			return ErrSiteExists
 		}
@@ -469,7 +470,7 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 // PutSite replaces an existing site's config (see ChangeSite) and returns it
 // as stored; ErrNotFound for an unknown site.
 func (s *Store) PutSite(site Site) (Site, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		old, err := getSite(tx, site.ID)
 		if err != nil {
 			return err

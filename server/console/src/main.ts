@@ -9,10 +9,11 @@ import * as charts from './charts'
 import * as subjects from './subjects'
 import * as sites from './sites'
 import * as audit from './audit'
+import * as mail from './mail'
 import * as origins from './origins'
 import { Site } from './types'
 
-const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, origins }
+const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, mail, origins }
 const first = 'log'
 
 function signedIn(on: boolean) {
