@@ -59,18 +59,23 @@ const idle = () => {
 
 // A choice takes effect at once; the record follows, and is remembered only
 // once the server has stored it.
-// The record it replaces lets the server tell a withdrawal from a refusal.
+// Writes go one after another, each naming the record it replaces (the one
+// in force, or the one the write before it made), so the server can tell a
+// withdrawal from a refusal even when the visitor changes their mind quickly.
+let writes: Promise<unknown> = Promise.resolve()
 const choose = (ch: Choices, source = V == 'b' ? 'banner' : 'preferences') => {
-  const replaces = M.ch && M.id
+  const had = M.ch,
+    id = M.id
   Object.assign(M, { ch, v: D.policy_version || C.policy_version, rg: D.regime, id: '', at: '', rc: '' })
   ;(V == 'b' || V == 'p') && close(idle)
   apply()
-  return call('/consents', body(ch, source, { replaces }))
+  return (writes = writes
+    .then(() => call('/consents', body(ch, source, { replaces: had && (M.id || id) })))
     .then(([s, j]) => {
       if (s == 201) Object.assign(M, { id: j.id, at: j.recorded_at, rg: j.regime, rc: j.receipt }), save()
     })
     .catch(() => {})
-    .then(() => (fire('change'), get()))
+    .then(() => (fire('change'), get())))
 }
 
 const act = (a: string, el: HTMLElement) => {
