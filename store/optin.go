@@ -205,7 +205,7 @@ func (s *Store) Confirm(ctx context.Context, token string, meta Record) (Record,
 	if s.now().Sub(signup.RecordedAt) > ConfirmTTL {
 		// A link that expired is answered as such even after a later
 		// confirmation; the state changes only while it is pending.
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketOptIn)
 			v, err := OptInStep(b.Get(signup.digests.email), "expired", rec)
 			if err != nil || v == nil {

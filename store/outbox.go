@@ -63,7 +63,7 @@ type OutboxItem struct {
 	Payload json.RawMessage `json:"payload"` // what the sender needs, as JSON
 	State   string          `json:"state"`
 	// Attempts made so far; LastError and LastCode are the last failure's
-	// answer (an SMTP reply, an HTTP status code), kept after a success.
+	// answer (an SMTP reply, an HTTP status code); a success clears them.
 	Attempts      int       `json:"attempts"`
 	LastError     string    `json:"last_error,omitempty"`
 	LastCode      int       `json:"last_code,omitempty"`
@@ -368,9 +368,7 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 			return err
 		}
 		it.Attempts++
-		if a.Err != "" { // a sent item keeps its last failure, for admins
-			it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
-		}
+		it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
 		switch {
 		case a.Err == "":
 			it.State, it.DoneAt, it.NextAttemptAt = OutboxSent, now, time.Time{}

@@ -382,6 +382,20 @@ func (s *Store) appendRights(ctx context.Context, recs []Record, rr rightsReq, o
 	return out, nil
 }
 
+// decide looks the person up by address and lets rule make their records
+// from every site and the look-up.
+func (s *Store) decide(email string, rule func([]Site, []Record, SubjectState) ([]Record, error)) ([]Record, error) {
+	recs, st, err := s.Lookup(SubjectRef{Email: email})
+	if err != nil {
+		return nil, err
+	}
+	sites, err := s.Sites()
+	if err != nil {
+		return nil, err
+	}
+	return rule(sites, recs, st)
+}
+
 // WithdrawOnRequest records a withdrawal a person asked an admin for (see
 // WithdrawalRecords): the withdraw records and the audit entry naming
 // actor (counts and sites only, never the person or the reason) commit in
@@ -391,15 +405,9 @@ func (s *Store) WithdrawOnRequest(ctx context.Context, actor string, w Withdrawa
 	if err := w.check(); err != nil {
 		return nil, err
 	}
-	recs, st, err := s.Lookup(SubjectRef{Email: w.Email})
-	if err != nil {
-		return nil, err
-	}
-	sites, err := s.Sites()
-	if err != nil {
-		return nil, err
-	}
-	out, err := WithdrawalRecords(w, sites, recs, st)
+	out, err := s.decide(w.Email, func(sites []Site, recs []Record, st SubjectState) ([]Record, error) {
+		return WithdrawalRecords(w, sites, recs, st)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -415,15 +423,9 @@ func (s *Store) Rectify(ctx context.Context, actor string, r Rectification, opts
 	if err := r.check(); err != nil {
 		return nil, err
 	}
-	recs, st, err := s.Lookup(SubjectRef{Email: r.Email})
-	if err != nil {
-		return nil, err
-	}
-	sites, err := s.Sites()
-	if err != nil {
-		return nil, err
-	}
-	out, err := RectifyRecords(r, sites, recs, st)
+	out, err := s.decide(r.Email, func(sites []Site, recs []Record, st SubjectState) ([]Record, error) {
+		return RectifyRecords(r, sites, recs, st)
+	})
 	if err != nil {
 		return nil, err
 	}

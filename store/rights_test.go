@@ -80,6 +80,18 @@ func TestWithdrawOnRequest(t *testing.T) {
 	mustVerify(t, s)
 }
 
+// wantRefusal checks an error: want, or a *ValidationError with code.
+func wantRefusal(t *testing.T, name string, err error, code string, want error) {
+	t.Helper()
+	var ve *ValidationError
+	switch {
+	case want != nil && !errors.Is(err, want):
+		t.Errorf("%s: %v, want %v", name, err, want)
+	case want == nil && (!errors.As(err, &ve) || ve.Code != code):
+		t.Errorf("%s: %v, want code %s", name, err, code)
+	}
+}
+
 func TestWithdrawOnRequestBadInput(t *testing.T) {
 	s := newTestStore(t)
 	ctx := context.Background()
@@ -105,13 +117,7 @@ func TestWithdrawOnRequestBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := s.WithdrawOnRequest(ctx, "tok", c.w, AppendOptions{})
-		var ve *ValidationError
-		switch {
-		case c.err != nil && !errors.Is(err, c.err):
-			t.Errorf("%s: %v, want %v", c.name, err, c.err)
-		case c.err == nil && (!errors.As(err, &ve) || ve.Code != c.code):
-			t.Errorf("%s: %v, want code %s", c.name, err, c.code)
-		}
+		wantRefusal(t, c.name, err, c.code, c.err)
 	}
 	if _, err := s.Erase("tok", SubjectRef{Email: "ann@example.org"}); err != nil {
 		t.Fatal(err)
@@ -153,6 +159,9 @@ func TestRectify(t *testing.T) {
 		if len(got) != 4 || got[0].ID != first.ID || st.Email != "ann@example.org" || st.Purposes["shop"]["newsletter"] != "granted" {
 			t.Fatalf("look-up by %s: %d records, state %+v", a, len(got), st)
 		}
+	}
+	if rows := exportRows(t, s, "blog", Query{}); len(rows) != 1 || rows[0].Email != "ann@example.org" {
+		t.Fatalf("blog export right after the rectification: %+v", rows)
 	}
 	// Later records of the new address join the history too.
 	w, err := s.WithdrawOnRequest(ctx, "tok", Withdrawal{Email: "ann@exmaple.org", Sites: []string{"shop"}, Purposes: []string{"newsletter"}, Reason: "r"}, AppendOptions{})
@@ -253,13 +262,7 @@ func TestRectifyRefused(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := s.Rectify(ctx, "tok", c.r, AppendOptions{})
-		var ve *ValidationError
-		switch {
-		case c.err != nil && !errors.Is(err, c.err):
-			t.Errorf("%s: %v, want %v", c.name, err, c.err)
-		case c.err == nil && (!errors.As(err, &ve) || ve.Code != c.code):
-			t.Errorf("%s: %v, want code %s", c.name, err, c.code)
-		}
+		wantRefusal(t, c.name, err, c.code, c.err)
 	}
 	if n := len(allRecords(t, s, "shop")); n != before {
 		t.Fatalf("%d records after refused rectifications, want %d", n, before)
