@@ -180,7 +180,7 @@ func (s *Store) Confirm(ctx context.Context, token string, meta Record) (Record,
 		return Record{}, err
 	}
 	var signup *storedRecord
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords).Bucket([]byte(site))
 		if b == nil {
 			return ErrBadToken

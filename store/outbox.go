@@ -403,7 +403,7 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 func (s *Store) OutboxDue(ctx context.Context, kind string, now time.Time, limit int) ([]OutboxItem, time.Time, error) {
 	var items []OutboxItem
 	var next time.Time
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -463,7 +463,7 @@ func (s *Store) OutboxList(ctx context.Context, q OutboxQuery) ([]OutboxItem, er
 		q.Limit = 100
 	}
 	var items []OutboxItem
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -513,7 +513,7 @@ func (s *Store) OutboxItemByID(ctx context.Context, id string) (OutboxItem, erro
 		return OutboxItem{}, err
 	}
 	var it OutboxItem
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -527,7 +527,7 @@ func (s *Store) OutboxItemByID(ctx context.Context, id string) (OutboxItem, erro
 // OutboxCounts returns how many items of kind are in each state.
 func (s *Store) OutboxCounts(ctx context.Context, kind string) (map[string]int, error) {
 	out := map[string]int{OutboxQueued: 0, OutboxSent: 0, OutboxFailed: 0}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
