@@ -43,7 +43,7 @@ func (s *Server) handleWidget(c echo.Context) error {
 // handleConsentModeStub serves /w/{site}/consent-mode.js, the synchronous
 // Consent Mode stub for the top of <head>: cacheable like the widget.
 func (s *Server) handleConsentModeStub(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 	}
 	var prev map[string]string
 	if !signup {
-		if prev, err = s.replaced(site, req.Replaces, req.VisitorID); err != nil {
+		if prev, err = s.replaced(c.Request().Context(), site, req.Replaces, req.VisitorID); err != nil {
 			return err
 		}
 	}
@@ -231,7 +231,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 // record of this site by the same visitor. Anything else (no id, another
 // visitor's record, one erased or purged) is no previous choice, so a
 // visitor's word alone never makes a record a withdrawal.
-func (s *Server) replaced(site store.Site, id, visitor string) (map[string]string, error) {
+func (s *Server) replaced(ctx context.Context, site store.Site, id, visitor string) (map[string]string, error) {
 	if id == "" || visitor == "" {
 		return nil, nil
 	}
@@ -242,7 +242,7 @@ func (s *Server) replaced(site store.Site, id, visitor string) (map[string]strin
 	// The id carries its recorded_at to the nanosecond.
 	at := time.Unix(0, store.IDTime(raw)).UTC()
 	var prev map[string]string
-	err = s.store.Records(site.ID, store.Query{From: at, To: at.Add(time.Nanosecond)}, func(r store.Record) error {
+	err = s.store.Records(ctx, site.ID, store.Query{From: at, To: at.Add(time.Nanosecond)}, func(r store.Record) error {
 		if r.ID == id && r.VisitorID == visitor && !r.Erased {
 			prev = r.Choices
 		}
