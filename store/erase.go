@@ -48,11 +48,21 @@ type suppression struct {
 // verifies. Erasing an address with no records still suppresses it. The
 // caller writes the audit entry (it knows the admin token).
 func (s *Store) Erase(email string) (ErasureReport, error) {
+	rep, _, err := s.EraseWith(context.Background(), email, EraseOptions{})
+	return rep, err
+}
+
+// EraseWith is Erase plus what opts commits in the same transaction: the
+// outbox items made from what was erased (EraseOptions.Outbox), such as
+// the subject.erased webhook events. It returns the items as stored.
+func (s *Store) EraseWith(ctx context.Context, email string, opts EraseOptions) (ErasureReport, []OutboxItem, error) {
 	email = NormalizeEmail(email)
 	subject := s.subjectDigest(email)
 	rep := ErasureReport{Email: email, Removed: erasedFields, Kept: keptFields, Reason: erasureReason}
+	var queued []OutboxItem
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		rep.Records = 0
+		erased := ErasedSubject{Email: email, VisitorIDs: []string{}, Sites: []string{}, ErasedAt: s.now().UTC()}
 		records := tx.Bucket(bucketRecords)
 		c := tx.Bucket(bucketSubjects).Cursor()
 		for k, v := c.Seek(subject); k != nil && bytes.HasPrefix(k, subject); k, v = c.Next() {
@@ -70,9 +80,11 @@ func (s *Store) Erase(email string) (ErasureReport, error) {
 				continue
 			}
 			rep.Records++
+			erased.Sites = appendUnique(erased.Sites, site)
 			if r.Erased {
 				continue
 			}
+			erased.VisitorIDs = appendUnique(erased.VisitorIDs, r.VisitorID)
 			r.Erased = true
 			r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
 			if err := b.Put(bytes.Clone(id), encodeRecord(r)); err != nil {
@@ -84,6 +96,16 @@ func (s *Store) Erase(email string) (ErasureReport, error) {
 		}
 		if err := eraseOutbox(tx, subject, s.now()); err != nil {
 			return err
+		}
+		queued = nil
+		if opts.Outbox != nil {
+			items, err := opts.Outbox(erased)
+			if err != nil {
+				return fmt.Errorf("outbox items of an erasure: %w", err)
+			}
+			if queued, err = addOutboxItems(tx, items, s.now()); err != nil {
+				return err
+			}
 		}
 		sup := tx.Bucket(bucketSuppression)
 		if v := sup.Get(subject); v != nil {
@@ -101,9 +123,12 @@ func (s *Store) Erase(email string) (ErasureReport, error) {
 		return sup.Put(subject, v)
 	})
 	if err != nil {
-		return ErasureReport{}, err
+		return ErasureReport{}, nil, err
 	}
-	return rep, nil
+	if len(queued) > 0 {
+		s.notifyOutbox()
+	}
+	return rep, queued, nil
 }
 
 // Suppressed tells whether an address was erased and may not be re-added.

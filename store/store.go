@@ -3,7 +3,7 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 2; version 1 had no outbox):
+// Bucket layout (schema version 3; version 1 had no outbox, 2 no webhooks):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -39,6 +39,8 @@
 //	  subjects/  <email digest 32><seq 8>   items about a person (erasure)
 //	  counts                                {"mail":{"queued":n,"sent":n,"failed":n},…}
 //	                                        where <group> = <len 1><kind><len 1><key>
+//	webhooks/             webhook endpoints (webhook.go), since schema 3
+//	  <id "wh_…">         WebhookEndpoint as JSON, with its signing secret
 //
 // Records and their proof (codec.go): a record's id is 26 Crockford base32
 // characters that read as a ULID and carry recorded_at to the nanosecond, so
@@ -107,7 +109,7 @@ var (
 	// schema1Buckets are the top-level buckets of schema version 1.
 	schema1Buckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
 		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
-	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox)
+	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketWebhooks)
 )
 
 // Keys in the meta bucket.
@@ -123,7 +125,7 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
@@ -131,6 +133,7 @@ const schemaVersion = 2
 var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
 	1: migrateOutbox,
+	2: migrateWebhooks,
 }
 
 // migrateCreate makes the buckets and the keys of a new ledger.
