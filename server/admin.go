@@ -150,10 +150,11 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(email)
+	rep, queued, err := s.store.EraseWith(c.Request().Context(), email, s.hooks.EraseOptions())
 	if err != nil {
 		return err
 	}
+	s.hooks.Queued(queued)
 	// The audit entry never names the person: only counts.
 	if err := s.audit(c, "erase", fmt.Sprintf("erased a subject: %d records", rep.Records)); err != nil {
 		return err

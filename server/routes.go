@@ -52,6 +52,12 @@ func (s *Server) routes() *echo.Echo {
 	admin.GET("/tokens", s.handleListTokens)
 	admin.POST("/tokens", s.handleCreateToken, s.limitBody)
 	admin.DELETE("/tokens/:name", s.handleRevokeToken)
+	admin.GET("/webhooks", s.handleListWebhooks)
+	admin.POST("/webhooks", s.handleCreateWebhook, s.limitBody)
+	admin.DELETE("/webhooks/:id", s.handleDeleteWebhook)
+	admin.GET("/webhooks/:id/deliveries", s.handleWebhookDeliveries)
+	admin.POST("/webhooks/:id/test", s.handleTestWebhook)
+	admin.POST("/webhooks/:id/deliveries/:delivery/retry", s.handleRetryDelivery)
 
 	// Admin console: the page itself needs no token; its API calls do.
 	e.GET("/admin", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/admin/") })

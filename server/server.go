@@ -24,6 +24,7 @@ import (
 	"github.com/assent/assent/build"
 	"github.com/assent/assent/geo"
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/webhook"
 	"github.com/assent/assent/widget"
 )
 
@@ -38,6 +39,11 @@ type Config struct {
 	DevDir         string // the widget folder for Dev, default "widget"
 	DevConsoleDir  string // the console folder for Dev, default "server/console"
 	PublicURL      string // base for unsubscribe links; "" = from the request
+	// WebhookAllowPrivate lets webhook endpoints point at loopback, private
+	// and link-local addresses.
+	WebhookAllowPrivate bool
+
+	webhookSchedule []time.Duration // tests: a shorter retry schedule
 }
 
 // Server is the HTTP server and its dependencies.
@@ -52,6 +58,7 @@ type Server struct {
 	met     *metrics
 	bundle  *bundles
 	console *built[*consoleAssets]
+	hooks   *webhook.Service
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -91,9 +98,18 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		bundle:  b,
 		console: cons,
 	}
+	if s.hooks, err = webhook.New(context.Background(), st, webhook.Options{
+		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.webhookSchedule,
+	}); err != nil {
+		return nil, err
+	}
+	s.met.reg.MustRegister(s.hooks.Collectors()...)
 	s.echo = s.routes()
 	return s, nil
 }
+
+// RunWebhooks delivers webhook events until ctx is done (Serve runs it).
+func (s *Server) RunWebhooks(ctx context.Context) { s.hooks.Run(ctx) }
 
 // Handler returns the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -113,6 +129,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	hctx, stopHooks := context.WithCancel(ctx)
+	hooksDone := make(chan struct{})
+	go func() { s.RunWebhooks(hctx); close(hooksDone) }()
+	defer func() { stopHooks(); <-hooksDone }()
 	select {
 	case err := <-errc:
 		return err

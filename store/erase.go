@@ -236,17 +236,24 @@ func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 // on the site; when none holds it any more (erased or purged) the record
 // names the person by digest only and is marked erased.
 func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
+	rec, _, err := s.UnsubscribeWith(ctx, token, meta, AppendOptions{})
+	return rec, err
+}
+
+// UnsubscribeWith is Unsubscribe plus what opts commits in the record's
+// transaction (its webhook events), like AppendWith.
+func (s *Store) UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	siteID, subject, err := s.parseUnsubscribeToken(token)
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	site, err := s.Site(siteID)
 	if err != nil {
-		return Record{}, fmt.Errorf("site %q: %w", siteID, err)
+		return Record{}, nil, fmt.Errorf("site %q: %w", siteID, err)
 	}
 	recs, err := s.subjectRecords(subject)
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	rec := meta
 	rec.Site, rec.Event, rec.Source, rec.Basis = site.ID, "withdraw", "unsubscribe", "explicit"
@@ -268,6 +275,8 @@ func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Rec
 			rec.Choices[p.ID] = "denied"
 		}
 	}
-	res := s.enqueue(s.newAppendReq(ctx, rec, subject))
-	return res.rec, res.err
+	req := s.newAppendReq(ctx, rec, subject)
+	req.outbox = opts.Outbox
+	res := s.enqueue(req)
+	return res.rec, res.outbox, res.err
 }

@@ -25,6 +25,7 @@ type Webhooks interface {
 	Webhook(ctx context.Context, id string) (WebhookEndpoint, error)
 	DeleteWebhook(ctx context.Context, id string) error
 	EraseWith(ctx context.Context, email string, opts EraseOptions) (ErasureReport, []OutboxItem, error)
+	UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error)
 	OutboxRetry(ctx context.Context, id string) (OutboxItem, error)
 }
 

@@ -43,8 +43,10 @@ type Options struct {
 	// same network.
 	AllowPrivate bool
 	Log          *slog.Logger
+	// Schedule replaces the retry schedule (nil = Schedule): tests only,
+	// so that a retry comes in milliseconds rather than seconds.
+	Schedule []time.Duration
 
-	schedule []time.Duration // nil = Schedule; tests shorten it
 	resolver *net.Resolver
 }
 
@@ -68,8 +70,8 @@ func New(ctx context.Context, st Ledger, opts Options) (*Service, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	if opts.schedule == nil {
-		opts.schedule = Schedule
+	if opts.Schedule == nil {
+		opts.Schedule = Schedule
 	}
 	s := &Service{st: st, opts: opts, log: opts.Log, wake: make(chan struct{}, 1)}
 	dialer := &net.Dialer{Timeout: Timeout, KeepAlive: 30 * time.Second}
@@ -415,8 +417,8 @@ func (s *Service) deliver(ctx context.Context, it store.OutboxItem) {
 			return // shutting down: not an attempt; sent again after restart
 		}
 		s.duration.Observe(time.Since(start).Seconds())
-		if a.Err != "" && it.Attempts < len(s.opts.schedule) {
-			a.Retry = time.Now().Add(s.opts.schedule[it.Attempts])
+		if a.Err != "" && it.Attempts < len(s.opts.Schedule) {
+			a.Retry = time.Now().Add(s.opts.Schedule[it.Attempts])
 		}
 	}
 	result := "delivered"

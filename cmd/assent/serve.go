@@ -20,7 +20,7 @@ import (
 )
 
 var serveFlags = []string{"addr", "data", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
-	"public-url", "geo-poll", "retention-every", "log-format", "log-level"}
+	"public-url", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
 
 // defaultGeoDB is where `make` puts the default country database.
 const defaultGeoDB = "geo-whois-asn-country.mmdb"
@@ -48,6 +48,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if cfg.Dev, err = f.bool("dev"); err != nil {
+		return err
+	}
+	if cfg.WebhookAllowPrivate, err = f.bool("webhook-allow-private"); err != nil {
 		return err
 	}
 	geoPoll, err := f.duration("geo-poll")
