@@ -307,4 +307,3 @@ func TestHangingReceiverDoesNotDelayPublicAPI(t *testing.T) {
 		t.Fatalf("while the receiver hung: %d deliveries started, %d records stored", n, ts.count("shop"))
 	}
 }
-
