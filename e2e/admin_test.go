@@ -254,6 +254,34 @@ func TestAdminConsole(t *testing.T) {
 	}
 }
 
+// The console looks up every address the server accepts, such as one with
+// non-ASCII letters on both sides of the @ (a browser's type=email field
+// refuses it before the server sees it).
+func TestAdminConsoleLooksUpAnyAddress(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.site(shopSite())
+	if _, err := e.st.Append(context.Background(), store.Record{Site: "shop", Event: "grant", Source: "signup", Basis: "explicit",
+		Email: "jörg@bücher.example", VisitorID: "v_jorg", Choices: map[string]string{"newsletter": "granted"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Append(context.Background(), store.Record{Site: "shop", Event: "partial", Source: "banner", Basis: "explicit",
+		VisitorID: "v_jorg", Choices: map[string]string{"analytics": "granted"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := browser(t)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(e.api+"/admin/#subjects"),
+		chromedp.SendKeys(chromedp.ID("token"), e.token+"\r"),
+		chromedp.WaitVisible(chromedp.ID("s-email")),
+		chromedp.SendKeys(chromedp.ID("s-email"), "jörg@bücher.example\r"),
+		consoleWait(`document.querySelectorAll('#s-records tbody tr').length === 2`)); err != nil {
+		t.Fatal(err)
+	}
+	if h := consoleText(t, ctx, "s-heading"); h != "Records of jörg@bücher.example" {
+		t.Errorf("heading %q", h)
+	}
+}
+
 func recordIDs(recs []store.Record) []string {
 	out := make([]string, len(recs))
 	for i, r := range recs {

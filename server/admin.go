@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,32 +12,8 @@ import (
 	"github.com/assent/assent/store"
 )
 
-const ctxToken = "assent.token"
-
-// requireToken admits a request with a valid bearer token and remembers the
-// token's name for the audit log. There are no cookies, so no CSRF.
-func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		auth := c.Request().Header.Get("Authorization")
-		scheme, tok, ok := strings.Cut(auth, " ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.ToLower(scheme)), []byte("bearer")) != 1 || tok == "" {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="assent"`)
-			return apiError(http.StatusUnauthorized, "unauthorized", "admin endpoints need Authorization: Bearer <token>")
-		}
-		name, ok := s.store.CheckToken(strings.TrimSpace(tok))
-		if !ok {
-			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="assent", error="invalid_token"`)
-			return apiError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid")
-		}
-		c.Set(ctxToken, name)
-		return next(c)
-	}
-}
-
-func tokenName(c echo.Context) string { n, _ := c.Get(ctxToken).(string); return n }
-
 func (s *Server) audit(c echo.Context, action, detail string) error {
-	if err := s.store.Audit(tokenName(c), action, detail); err != nil {
+	if err := s.store.Audit(actorOf(c).auditName(), action, detail); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
 	}
 	return nil
@@ -118,23 +93,62 @@ func siteError(err error, id string) error {
 	return err
 }
 
-// subjectEmail reads and checks ?email= for the subject endpoints.
-func subjectEmail(c echo.Context) (string, error) {
-	email, err := checkEmail(c.QueryParam("email"))
-	if err != nil {
-		return "", apiError(http.StatusBadRequest, "invalid_email", err.Error())
+// subjectRef reads the person a subject endpoint names: exactly one of
+// ?email=, ?visitor_id= and (for look-ups) ?receipt= (a record id).
+func subjectRef(c echo.Context, receipt bool) (store.SubjectRef, error) {
+	var ref store.SubjectRef
+	params := []string{"email", "visitor_id"}
+	if receipt {
+		params = append(params, "receipt")
 	}
-	return email, nil
+	given := 0
+	for _, p := range params {
+		if c.QueryParam(p) != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return ref, apiError(http.StatusBadRequest, "invalid_field", "give exactly one of ?"+strings.Join(params, "=, ?")+"=")
+	}
+	switch {
+	case c.QueryParam("email") != "":
+		email, err := checkEmail(c.QueryParam("email"))
+		if err != nil {
+			return ref, apiError(http.StatusBadRequest, "invalid_email", err.Error())
+		}
+		ref.Email = email
+	case c.QueryParam("visitor_id") != "":
+		v := c.QueryParam("visitor_id")
+		if len(v) > 64 || !printableASCII(v) {
+			return ref, apiError(http.StatusBadRequest, "invalid_field", "visitor_id: at most 64 printable ASCII characters")
+		}
+		ref.VisitorID = v
+	default:
+		ref.RecordID = c.QueryParam("receipt")
+	}
+	return ref, nil
+}
+
+// subjectError turns a look-up's or an erasure's error into an API error.
+func subjectError(err error) error {
+	var ve *store.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return apiError(http.StatusBadRequest, "invalid_field", ve.Error())
+	case errors.Is(err, store.ErrNotFound):
+		return apiError(http.StatusNotFound, "not_found", "no record with that id")
+	}
+	return err
 }
 
 func (s *Server) handleSubject(c echo.Context) error {
-	email, err := subjectEmail(c)
+	ref, err := subjectRef(c, true)
 	if err != nil {
 		return err
 	}
-	recs, state, err := s.store.Subject(email)
+	recs, state, err := s.store.Lookup(ref)
 	if err != nil {
-		return err
+		return subjectError(err)
 	}
 	if recs == nil {
 		recs = []store.Record{}
@@ -142,23 +156,21 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err := s.audit(c, "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"email": email, "state": state, "records": recs})
+	return c.JSON(http.StatusOK, map[string]any{"email": state.Email, "state": state, "records": recs})
 }
 
+// handleEraseSubject erases a person; the store writes the audit entry
+// (counts only, never the person) in the erasure's own transaction.
 func (s *Server) handleEraseSubject(c echo.Context) error {
-	email, err := subjectEmail(c)
+	ref, err := subjectRef(c, false)
 	if err != nil {
 		return err
 	}
-	rep, queued, err := s.store.EraseWith(c.Request().Context(), email, s.hooks.EraseOptions())
+	rep, queued, err := s.store.EraseWith(c.Request().Context(), actorOf(c).auditName(), ref, s.hooks.EraseOptions())
 	if err != nil {
-		return err
+		return subjectError(err)
 	}
 	s.hooks.Queued(queued)
-	// The audit entry never names the person: only counts.
-	if err := s.audit(c, "erase", fmt.Sprintf("erased a subject: %d records", rep.Records)); err != nil {
-		return err
-	}
 	return c.JSON(http.StatusOK, rep)
 }
 
@@ -197,13 +209,18 @@ func (s *Server) handleListTokens(c echo.Context) error {
 func (s *Server) handleCreateToken(c echo.Context) error {
 	var req struct {
 		Name string `json:"name"`
+		Role string `json:"role"`
 	}
 	if c.Request().ContentLength != 0 {
 		if err := decodeJSON(c, &req); err != nil {
 			return err
 		}
 	}
-	tok, err := s.store.CreateToken(req.Name)
+	role, err := store.ParseRole(req.Role)
+	if err != nil {
+		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
+	}
+	tok, err := s.store.CreateTokenRole(req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -214,10 +231,10 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 		}
 		return err
 	}
-	if err := s.audit(c, "token_create", "token "+req.Name); err != nil {
+	if err := s.audit(c, "token_create", "token "+req.Name+" role "+string(role)); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "token": tok})
+	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "role": string(role), "token": tok})
 }
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
@@ -225,6 +242,9 @@ func (s *Server) handleRevokeToken(c echo.Context) error {
 	if err := s.store.RevokeToken(name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
+		}
+		if errors.Is(err, store.ErrLastAdmin) {
+			return apiError(http.StatusConflict, "last_admin", fmt.Sprintf("token %q is the last admin token or user; create another admin first", truncate(name, 64)))
 		}
 		return err
 	}
@@ -249,4 +269,15 @@ func (s *Server) handleNotice(c echo.Context) error {
 		return err
 	}
 	return c.JSONBlob(http.StatusOK, doc)
+}
+
+// handleWhoami tells the console who is signed in, with which role, and the
+// CSRF token its changes must carry (empty for a bearer token).
+func (s *Server) handleWhoami(c echo.Context) error {
+	a := actorOf(c)
+	kind := "token"
+	if a.User {
+		kind = "user"
+	}
+	return c.JSON(http.StatusOK, map[string]string{"kind": kind, "name": a.Name, "role": string(a.Role), "csrf": a.CSRF})
 }

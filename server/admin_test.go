@@ -356,7 +356,10 @@ func TestExportBadQueriesAre400(t *testing.T) {
 		{"/v1/admin/sites/shop/signups?regime=x", "invalid_field"},
 		{"/v1/admin/audit?format=pdf", "invalid_field"},
 		{"/v1/admin/audit?from=last-week", "invalid_field"},
-		{"/v1/admin/subjects", "invalid_email"},
+		{"/v1/admin/subjects", "invalid_field"},
+		{"/v1/admin/subjects?email=a@example.com&visitor_id=v_1", "invalid_field"},
+		{"/v1/admin/subjects?visitor_id=%01", "invalid_field"},
+		{"/v1/admin/subjects?receipt=nope", "invalid_field"},
 		{"/v1/admin/subjects?email=nope", "invalid_email"},
 	}
 	for _, c := range cases {
@@ -462,7 +465,7 @@ func TestExportSummary(t *testing.T) {
 func TestExportSignups(t *testing.T) {
 	ts := newTestServer(t, nil)
 	body := func(email string, news bool) map[string]any {
-		return map[string]any{"email": email, "visitor_id": "v_s", "choices": map[string]bool{"newsletter": news}}
+		return map[string]any{"email": email, "visitor_id": "v_" + strings.ToLower(email), "choices": map[string]bool{"newsletter": news}}
 	}
 	for _, email := range []string{"Carol@example.com", "=evil@example.com"} {
 		if r := ts.do(http.MethodPost, "/v1/sites/shop/signups", body(email, true), fromShop); r.StatusCode != 201 {

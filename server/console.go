@@ -16,11 +16,12 @@ import (
 )
 
 // consoleCSP allows the console's own script only: no inline script, no
-// eval, requests to this server alone, and no framing of the console. Inline
+// eval, requests and form posts (the sign-in form) to this server alone,
+// and no framing of the console. Inline
 // styles are allowed because the widget preview (a srcdoc iframe, which
 // inherits this policy) renders its own <style> in its shadow root.
 const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
-	"connect-src 'self'; img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	"connect-src 'self'; img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // consoleAssets are the admin console's page and script, built at start
 // like the widget (and again on change with --dev).

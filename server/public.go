@@ -161,9 +161,14 @@ func (s *Server) write(c echo.Context, signup bool) error {
 	if err != nil {
 		return err
 	}
+	// A signup is always recorded as one, whatever the body says: the
+	// suppression list and the signups export rely on it.
 	source := req.Source
-	if source == "" {
-		source = map[bool]string{false: "banner", true: "signup"}[signup]
+	switch {
+	case signup:
+		source = "signup"
+	case source == "":
+		source = "banner"
 	}
 	version := req.NoticeVersion
 	if version == "" {

@@ -102,7 +102,7 @@ func TestSignup(t *testing.T) {
 	ts := newTestServer(t, nil)
 	body := func(email string, newsletter bool) map[string]any {
 		b := consentBody(map[string]bool{"newsletter": newsletter})
-		b["email"] = email
+		b["email"], b["visitor_id"] = email, "v_"+strings.ToLower(strings.TrimSpace(email))
 		return b
 	}
 	// Opt-in: the required purpose must be ticked.

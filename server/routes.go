@@ -6,6 +6,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/assent/assent/store"
 )
 
 // maxBody is the largest request body the API reads (SPEC: 16 KiB).
@@ -35,34 +37,54 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/healthz", s.handleHealth)
 	e.GET("/metrics", s.met.handler)
 
-	// Admin API: bearer token, never cached.
-	admin := e.Group("/v1/admin", noStore, s.requireToken)
-	admin.GET("/sites", s.handleListSites)
-	admin.POST("/sites", s.handleCreateSite, s.limitBody)
-	admin.GET("/sites/:site", s.handleGetSite)
-	admin.PUT("/sites/:site", s.handlePutSite, s.limitBody)
-	admin.GET("/sites/:site/consents", s.handleExportConsents)
-	admin.GET("/sites/:site/signups", s.handleExportSignups)
-	admin.GET("/subjects", s.handleSubject)
-	admin.DELETE("/subjects", s.handleEraseSubject)
-	admin.GET("/notices/:hash", s.handleNotice)
-	admin.GET("/verify", s.handleVerify)
-	admin.GET("/audit", s.handleAudit)
-	admin.GET("/backup", s.handleBackup)
-	admin.GET("/tokens", s.handleListTokens)
-	admin.POST("/tokens", s.handleCreateToken, s.limitBody)
-	admin.DELETE("/tokens/:name", s.handleRevokeToken)
-	admin.GET("/webhooks", s.handleListWebhooks)
-	admin.POST("/webhooks", s.handleCreateWebhook, s.limitBody)
-	admin.DELETE("/webhooks/:id", s.handleDeleteWebhook)
-	admin.GET("/webhooks/:id/deliveries", s.handleWebhookDeliveries)
-	admin.POST("/webhooks/:id/test", s.handleTestWebhook)
-	admin.POST("/webhooks/:id/deliveries/:delivery/retry", s.handleRetryDelivery)
+	// Admin API: a bearer token or a signed-in console user (whose changes
+	// also need the X-CSRF-Token header), never cached. Every admin route is
+	// added through `read` (role viewer or admin: reading sites, the log,
+	// exports, subject access, the audit log, verify, notices) or `write`
+	// (role admin: any change, and what a viewer may not take out, such as
+	// backups and tokens). A route added with admin.GET & co. has no role
+	// and answers 403 to everyone; TestEveryRouteHasARoleDecision
+	// (roles_test.go) walks the router and fails until the route is in its
+	// table too.
+	admin := e.Group("/v1/admin", noStore, s.requireAuth, s.requireRole)
+	read, write := s.withRole(admin, store.RoleViewer), s.withRole(admin, store.RoleAdmin)
+	read.GET("/sites", s.handleListSites)
+	write.POST("/sites", s.handleCreateSite, s.limitBody)
+	read.GET("/sites/:site", s.handleGetSite)
+	write.PUT("/sites/:site", s.handlePutSite, s.limitBody)
+	read.GET("/sites/:site/consents", s.handleExportConsents)
+	read.GET("/sites/:site/signups", s.handleExportSignups)
+	read.GET("/subjects", s.handleSubject)
+	write.DELETE("/subjects", s.handleEraseSubject)
+	read.GET("/notices/:hash", s.handleNotice)
+	read.GET("/verify", s.handleVerify)
+	read.GET("/audit", s.handleAudit)
+	read.GET("/whoami", s.handleWhoami)
+	write.GET("/backup", s.handleBackup)
+	write.GET("/tokens", s.handleListTokens)
+	write.POST("/tokens", s.handleCreateToken, s.limitBody)
+	write.DELETE("/tokens/:name", s.handleRevokeToken)
+	write.GET("/users", s.handleListUsers)
+	write.POST("/users", s.handleCreateUser, s.limitBody)
+	write.DELETE("/users/:email", s.handleDeleteUser)
+	// Webhooks are admin-only, the deliveries list too: it is how the
+	// endpoints are run, not part of the consent log a viewer reads.
+	write.GET("/webhooks", s.handleListWebhooks)
+	write.POST("/webhooks", s.handleCreateWebhook, s.limitBody)
+	write.DELETE("/webhooks/:id", s.handleDeleteWebhook)
+	write.GET("/webhooks/:id/deliveries", s.handleWebhookDeliveries)
+	write.POST("/webhooks/:id/test", s.handleTestWebhook)
+	write.POST("/webhooks/:id/deliveries/:delivery/retry", s.handleRetryDelivery)
 
-	// Admin console: the page itself needs no token; its API calls do.
+	// Admin console: the page itself needs no sign-in; its API calls do.
+	// Signing in is open to all (slowed down after failures); signing out
+	// and changing one's password need the session and its CSRF token.
 	e.GET("/admin", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/admin/") })
 	e.GET("/admin/", s.handleConsole, noStore)
 	e.GET("/admin/console.js", s.handleConsoleScript, noStore)
+	e.POST("/admin/login", s.handleLogin, noStore, s.limitBody)
+	e.POST("/admin/logout", s.handleLogout, noStore, s.requireSession)
+	e.POST("/admin/password", s.handlePassword, noStore, s.requireSession, s.limitBody)
 
 	if s.cfg.Demo {
 		e.GET("/", s.handleDemoPage)

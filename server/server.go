@@ -59,6 +59,9 @@ type Server struct {
 	bundle  *bundles
 	console *built[*consoleAssets]
 	hooks   *webhook.Service
+
+	routeRoles map[string]store.Role // "METHOD /path" of each admin route -> least role
+	logins     *loginLimiter
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -97,6 +100,9 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		met:     newMetrics(st),
 		bundle:  b,
 		console: cons,
+
+		routeRoles: map[string]store.Role{},
+		logins:     newLoginLimiter(),
 	}
 	if s.hooks, err = webhook.New(context.Background(), st, webhook.Options{
 		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.webhookSchedule,

@@ -61,14 +61,23 @@ func TestCrashLosesNoAcknowledgedRecord(t *testing.T) {
 	for round := 0; round < 5; round++ {
 		cmd, out := startHelper(t, "load", path)
 		lines := make(chan []string)
+		first := make(chan struct{})
 		go func() {
 			var ids []string
 			for out.Scan() {
-				ids = append(ids, out.Text())
+				if ids = append(ids, out.Text()); len(ids) == 1 {
+					close(first)
+				}
 			}
 			lines <- ids
 		}()
-		time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond)
+		// Kill at a random moment once the load runs: a loaded machine may
+		// take a while to start the child.
+		select {
+		case <-first:
+		case <-time.After(60 * time.Second):
+		}
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
 		if err := cmd.Process.Kill(); err != nil { // SIGKILL
 			t.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,8 +17,9 @@ import (
 
 // ErasureReport says what an erasure removed, what proof it kept and why.
 type ErasureReport struct {
-	Email        string    `json:"email"`
-	Records      int       `json:"records"` // records of the person (tombstones not counted)
+	Email        string    `json:"email"`       // the address erased, "" when the person had none
+	VisitorIDs   []string  `json:"visitor_ids"` // the visitor ids erased with it
+	Records      int       `json:"records"`     // records of the person (tombstones not counted)
 	Removed      []string  `json:"removed"`
 	Kept         []string  `json:"kept"`
 	Reason       string    `json:"reason"`
@@ -25,15 +28,15 @@ type ErasureReport struct {
 
 const erasureReason = "Art. 17(3)(e) GDPR: the non-personal proof of consent (times, purposes and their states, " +
 	"the notice version and the hash of the exact texts shown) is kept because it is necessary for the establishment, " +
-	"exercise or defence of legal claims: Art. 7(1) requires the controller to demonstrate consent. The address is kept " +
-	"only as a keyed digest on the suppression list, so that it is never silently added again."
+	"exercise or defence of legal claims: Art. 7(1) requires the controller to demonstrate consent. The address and " +
+	"visitor ids are kept only as keyed digests on the suppression list, so that they are never silently added again."
 
 var (
 	erasedFields = []string{"email", "name", "visitor_id", "ip", "user_agent", "double-opt-in IP addresses"}
 	keptFields   = []string{"id", "recorded_at", "site", "event", "source", "basis", "choices", "country", "regime",
 		"geo_db", "notice_version", "notice_hash", "widget_build", "locale", "page_url", "gpc", "dnt",
 		"prev_hash", "hash", "keyed digests of the removed fields (so each hash chain still verifies)",
-		"double-opt-in times", "suppression entry: keyed digest of the address, date, reason"}
+		"double-opt-in times", "suppression entries: keyed digests of the address and visitor ids, date, reason"}
 )
 
 type suppression struct {
@@ -41,86 +44,290 @@ type suppression struct {
 	Reason string    `json:"reason"`
 }
 
-// Erase removes the person's email, name, visitor id, IP and user agent from
-// every record about them (marking each Erased) and from their double-opt-in
-// state, and puts the keyed digest of the address on the suppression list.
-// The records' hashes cover digests of those fields, so every chain still
-// verifies. Erasing an address with no records still suppresses it. The
-// caller writes the audit entry (it knows the admin token).
-func (s *Store) Erase(email string) (ErasureReport, error) {
-	rep, _, err := s.EraseWith(context.Background(), email, EraseOptions{})
+// SubjectRef names a person in a look-up or an erasure: by address, by a
+// visitor id, or by the id of a record (a receipt's record id). Exactly one
+// is set.
+type SubjectRef struct {
+	Email     string
+	VisitorID string
+	RecordID  string
+}
+
+func (ref SubjectRef) check() error {
+	n := 0
+	for _, v := range []string{ref.Email, ref.VisitorID, ref.RecordID} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return invalid("subject", "give exactly one of email, visitor_id, record id")
+	}
+	return nil
+}
+
+// personRecord is one record of a person and where it is stored.
+type personRecord struct {
+	site string
+	id   []byte
+	rec  *storedRecord
+}
+
+// person is everything the ledger links to one person.
+type person struct {
+	email    string   // the address in clear, when a record still holds it or it was given
+	emails   [][]byte // address digests
+	visitors [][]byte // visitor id digests
+	records  []personRecord
+	found    bool // a record id look-up found its record
+}
+
+// resolve finds a person's records: those of their addresses and of every
+// visitor id used with one of those addresses. By address, that address; by
+// visitor id, the addresses used with that visitor id (and the visitor id's
+// own records, also when it never came with an address); by record id, as
+// by its address, or by its visitor id when it has none. It goes no
+// further: the other addresses of those visitor ids (a shared browser) are
+// another person. Records come oldest first.
+func (s *Store) resolve(tx *bolt.Tx, ref SubjectRef) (*person, error) {
+	p := &person{}
+	seen := map[string]bool{}
+	add := func(list *[][]byte, d []byte) bool {
+		if d == nil || seen[string(d)] {
+			return false
+		}
+		seen[string(d)] = true
+		*list = append(*list, d)
+		return true
+	}
+	byIDs := map[string]bool{}
+	collect := func(index []byte, digest []byte) error {
+		recs, err := indexRecords(tx, index, digest)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if !byIDs[string(r.id)] {
+				byIDs[string(r.id)] = true
+				p.records = append(p.records, r)
+			}
+		}
+		return nil
+	}
+	switch {
+	case ref.Email != "":
+		p.email = NormalizeEmail(ref.Email)
+		add(&p.emails, s.subjectDigest(p.email))
+	case ref.VisitorID != "":
+		add(&p.visitors, s.digester.sum(nil, "visitor_id", ref.VisitorID))
+	default:
+		id, err := parseID(strings.TrimSpace(ref.RecordID))
+		if err != nil {
+			return nil, invalid("receipt", "%v", err)
+		}
+		r, err := findRecord(tx, id)
+		if err != nil || r == nil {
+			return p, err
+		}
+		p.found = true
+		switch {
+		case r.rec.digests.email != nil:
+			add(&p.emails, r.rec.digests.email)
+		case r.rec.digests.visitorID != nil:
+			add(&p.visitors, r.rec.digests.visitorID)
+		default:
+			p.records = []personRecord{*r}
+			return p, nil
+		}
+	}
+	// A visitor id leads to the addresses used with it; each address to
+	// every visitor id used with it.
+	if len(p.emails) == 0 {
+		if err := collect(bucketVisitors, p.visitors[0]); err != nil {
+			return nil, err
+		}
+		for _, r := range slices.Clone(p.records) {
+			add(&p.emails, r.rec.digests.email)
+		}
+	}
+	for _, e := range slices.Clone(p.emails) {
+		if err := collect(bucketSubjects, e); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range slices.Clone(p.records) {
+		if add(&p.visitors, r.rec.digests.visitorID) {
+			if err := collect(bucketVisitors, r.rec.digests.visitorID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	slices.SortFunc(p.records, func(a, b personRecord) int { return bytes.Compare(a.id, b.id) })
+	if p.email == "" {
+		for i := len(p.records) - 1; i >= 0 && p.email == ""; i-- {
+			p.email = p.records[i].rec.Email
+		}
+	}
+	return p, nil
+}
+
+// indexRecords reads the records an index (subjects/ or visitors/) links to
+// a digest, in id order.
+func indexRecords(tx *bolt.Tx, index, digest []byte) ([]personRecord, error) {
+	var out []personRecord
+	records := tx.Bucket(bucketRecords)
+	c := tx.Bucket(index).Cursor()
+	for k, v := c.Seek(digest); k != nil && bytes.HasPrefix(k, digest); k, v = c.Next() {
+		id, site := k[len(digest):], string(v)
+		b := records.Bucket(v)
+		if b == nil {
+			return nil, fmt.Errorf("%w: %s index names site %q that has no records", ErrCorrupt, index, site)
+		}
+		val := b.Get(id)
+		if val == nil {
+			continue // purged since; Purge removes index entries too
+		}
+		r, err := decodeRecord(site, id, val)
+		if err != nil {
+			return nil, fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(id), site, err)
+		}
+		if r.Tombstone {
+			continue
+		}
+		out = append(out, personRecord{site: site, id: bytes.Clone(id), rec: r})
+	}
+	return out, nil
+}
+
+// findRecord finds a record by id on any site, or nil.
+func findRecord(tx *bolt.Tx, id []byte) (*personRecord, error) {
+	var found *personRecord
+	err := tx.Bucket(bucketRecords).ForEachBucket(func(site []byte) error {
+		if found != nil {
+			return nil
+		}
+		val := tx.Bucket(bucketRecords).Bucket(site).Get(id)
+		if val == nil {
+			return nil
+		}
+		r, err := decodeRecord(string(site), id, val)
+		if err != nil {
+			return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(id), site, err)
+		}
+		if !r.Tombstone {
+			found = &personRecord{site: string(site), id: bytes.Clone(id), rec: r}
+		}
+		return nil
+	})
+	return found, err
+}
+
+// Erase erases a person (see SubjectRef and resolve for which records
+// that covers): it removes the email, name, visitor id, IP and user agent
+// from each of their records (marking it Erased) and from their
+// double-opt-in state, and puts the keyed digests of their address and
+// visitor ids on the suppression list, so that the writer refuses or erases
+// every later record naming them. The records' hashes cover digests of
+// those fields, so every chain still verifies. Erasing an address with no
+// records still suppresses it. The audit entry (actor, counts only) is
+// written in the same transaction. A record id that names no record gives
+// ErrNotFound.
+func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
+	rep, _, err := s.EraseWith(context.Background(), actor, ref, EraseOptions{})
 	return rep, err
 }
 
 // EraseWith is Erase plus what opts commits in the same transaction: the
 // outbox items made from what was erased (EraseOptions.Outbox), such as
 // the subject.erased webhook events. It returns the items as stored.
-func (s *Store) EraseWith(ctx context.Context, email string, opts EraseOptions) (ErasureReport, []OutboxItem, error) {
-	email = NormalizeEmail(email)
-	subject := s.subjectDigest(email)
-	rep := ErasureReport{Email: email, Removed: erasedFields, Kept: keptFields, Reason: erasureReason}
+func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opts EraseOptions) (ErasureReport, []OutboxItem, error) {
+	if err := ref.check(); err != nil {
+		return ErasureReport{}, nil, err
+	}
+	var rep ErasureReport
 	var queued []OutboxItem
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		rep.Records = 0
-		erased := ErasedSubject{Email: email, VisitorIDs: []string{}, Sites: []string{}, ErasedAt: s.now().UTC()}
-		records := tx.Bucket(bucketRecords)
-		c := tx.Bucket(bucketSubjects).Cursor()
-		for k, v := c.Seek(subject); k != nil && bytes.HasPrefix(k, subject); k, v = c.Next() {
-			id, site := k[len(subject):], string(v)
-			b := records.Bucket(v)
-			val := b.Get(id)
-			if val == nil {
-				continue
-			}
-			r, err := decodeRecord(site, id, val)
+	err := guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			queued = nil
+			rep = ErasureReport{Removed: erasedFields, Kept: keptFields, Reason: erasureReason, VisitorIDs: []string{}}
+			p, err := s.resolve(tx, ref)
 			if err != nil {
-				return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(id), site, err)
-			}
-			if r.Tombstone {
-				continue
-			}
-			rep.Records++
-			erased.Sites = appendUnique(erased.Sites, site)
-			if r.Erased {
-				continue
-			}
-			erased.VisitorIDs = appendUnique(erased.VisitorIDs, r.VisitorID)
-			r.Erased = true
-			r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
-			if err := b.Put(bytes.Clone(id), encodeRecord(r)); err != nil {
 				return err
 			}
-		}
-		if err := updateOptIn(tx, subject, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
-			return err
-		}
-		if err := eraseOutbox(tx, subject, s.now()); err != nil {
-			return err
-		}
-		queued = nil
-		if opts.Outbox != nil {
-			items, err := opts.Outbox(erased)
-			if err != nil {
-				return fmt.Errorf("outbox items of an erasure: %w", err)
+			if ref.RecordID != "" && !p.found {
+				return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
 			}
-			if queued, err = addOutboxItems(tx, items, s.now()); err != nil {
-				return err
+			rep.Email = p.email
+			records := tx.Bucket(bucketRecords)
+			visitorIDs := map[string]bool{}
+			if ref.VisitorID != "" {
+				visitorIDs[ref.VisitorID] = true
 			}
-		}
-		sup := tx.Bucket(bucketSuppression)
-		if v := sup.Get(subject); v != nil {
-			var old suppression
-			if err := json.Unmarshal(v, &old); err == nil {
-				rep.SuppressedAt = old.At
-				return nil
+			for _, pr := range p.records {
+				rep.Records++
+				r := pr.rec
+				if r.VisitorID != "" {
+					visitorIDs[r.VisitorID] = true
+				}
+				if r.Erased {
+					continue
+				}
+				r.Erased = true
+				r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
+				b := records.Bucket([]byte(pr.site))
+				b.FillPercent = appendFill
+				if err := b.Put(pr.id, encodeRecord(r)); err != nil {
+					return err
+				}
 			}
-		}
-		rep.SuppressedAt = s.now().UTC()
-		v, err := json.Marshal(suppression{At: rep.SuppressedAt, Reason: "erasure request (Art. 17 GDPR)"})
-		if err != nil {
-			return err
-		}
-		return sup.Put(subject, v)
+			for v := range visitorIDs {
+				rep.VisitorIDs = append(rep.VisitorIDs, v)
+			}
+			slices.Sort(rep.VisitorIDs)
+			for _, e := range p.emails {
+				if err := updateOptIn(tx, e, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
+					return err
+				}
+				if err := eraseOutbox(tx, e, s.now()); err != nil {
+					return err
+				}
+			}
+			now := s.now().UTC()
+			rep.SuppressedAt = now
+			sup := tx.Bucket(bucketSuppression)
+			for i, d := range append(slices.Clone(p.emails), p.visitors...) {
+				if v := sup.Get(d); v != nil {
+					var old suppression
+					if i == 0 && json.Unmarshal(v, &old) == nil {
+						rep.SuppressedAt = old.At
+					}
+					continue
+				}
+				v, err := json.Marshal(suppression{At: now, Reason: "erasure request (Art. 17 GDPR)"})
+				if err != nil {
+					return err
+				}
+				if err := sup.Put(d, v); err != nil {
+					return err
+				}
+			}
+			if opts.Outbox != nil {
+				erased := ErasedSubject{Email: rep.Email, VisitorIDs: rep.VisitorIDs, ErasedAt: now, Sites: []string{}}
+				for _, pr := range p.records {
+					if !slices.Contains(erased.Sites, pr.site) {
+						erased.Sites = append(erased.Sites, pr.site)
+					}
+				}
+				items, err := opts.Outbox(erased)
+				if err != nil {
+					return fmt.Errorf("outbox items of an erasure: %w", err)
+				}
+				if queued, err = addOutboxItems(tx, items, now); err != nil {
+					return err
+				}
+			}
+			return putAudit(tx, s.now(), actor, "erase", fmt.Sprintf("erased a subject: %d records, %d visitor ids", rep.Records, len(rep.VisitorIDs)))
+		})
 	})
 	if err != nil {
 		return ErasureReport{}, nil, err
@@ -234,14 +441,18 @@ func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 // what the server knows of the request (IP, user agent, page, country,
 // regime, …). The record carries the address from the person's latest record
 // on the site; when none holds it any more (erased or purged) the record
-// names the person by digest only and is marked erased.
+// names the person by digest only and is marked erased. When the person's
+// signup purposes on the site are all withdrawn already, nothing new is
+// stored and the latest record is returned (decided in the writer's
+// transaction, so two concurrent unsubscribes store one record).
 func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
 	rec, _, err := s.UnsubscribeWith(ctx, token, meta, AppendOptions{})
 	return rec, err
 }
 
 // UnsubscribeWith is Unsubscribe plus what opts commits in the record's
-// transaction (its webhook events), like AppendWith.
+// transaction (its webhook events), like AppendWith; when nothing new is
+// stored, nothing is queued.
 func (s *Store) UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	siteID, subject, err := s.parseUnsubscribeToken(token)
 	if err != nil {
@@ -276,6 +487,7 @@ func (s *Store) UnsubscribeWith(ctx context.Context, token string, meta Record, 
 		}
 	}
 	req := s.newAppendReq(ctx, rec, subject)
+	req.unsubscribe = true
 	req.outbox = opts.Outbox
 	res := s.enqueue(req)
 	return res.rec, res.outbox, res.err

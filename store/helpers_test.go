@@ -58,6 +58,9 @@ func testRecord(site string) Record {
 func signupRecord(site, email string) Record {
 	r := testRecord(site)
 	r.Source, r.Event, r.Email, r.Name = "signup", "grant", email, "Ada Lovelace"
+	// Each person their own browser: records sharing a visitor id belong
+	// to one person for look-up and erasure.
+	r.VisitorID = "v_" + NormalizeEmail(email)
 	r.Choices = map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied", "newsletter": "granted"}
 	return r
 }

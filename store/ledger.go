@@ -39,7 +39,16 @@ type Ledger interface {
 	Records(ctx context.Context, site string, q Query, fn func(Record) error) error
 	Subjects(ctx context.Context, site string, q Query, fn func(SubjectState) error) error
 	Subject(ctx context.Context, email string) ([]Record, SubjectState, error)
-	Erase(ctx context.Context, email string) (ErasureReport, error)
+	// Lookup finds a person by address, visitor id or record id: their
+	// records and those of every visitor id used with their address.
+	Lookup(ctx context.Context, ref SubjectRef) ([]Record, SubjectState, error)
+	// Erase erases the person Lookup finds, suppresses their address and
+	// visitor ids, and writes the audit entry (actor, counts only) in the
+	// same transaction. The writer (Append, Unsubscribe) must check the
+	// suppression list inside its own transaction: a signup of a suppressed
+	// address is refused, any other record naming a suppressed address or
+	// visitor id is stored already erased.
+	Erase(ctx context.Context, actor string, ref SubjectRef) (ErasureReport, error)
 	Suppressed(ctx context.Context, email string) (bool, error)
 	SetDoubleOptIn(ctx context.Context, email, state, ip string) error
 

@@ -113,11 +113,16 @@ func (s *Store) purgeSite(site string, end []byte) (int, error) {
 				}
 			}
 			// Change the bucket only after the cursor is done with it.
-			subjects := tx.Bucket(bucketSubjects)
+			subjects, visitors := tx.Bucket(bucketSubjects), tx.Bucket(bucketVisitors)
 			for _, r := range todo {
 				id, _ := parseID(r.ID)
 				if r.digests.email != nil {
 					if err := subjects.Delete(subjectKey(r.digests.email, id)); err != nil {
+						return err
+					}
+				}
+				if r.digests.visitorID != nil {
+					if err := visitors.Delete(subjectKey(r.digests.visitorID, id)); err != nil {
 						return err
 					}
 				}

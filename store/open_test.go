@@ -249,7 +249,7 @@ func TestBackupOpensAsSameLedger(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		mustAppend(t, s, signupRecord([]string{"shop", "blog"}[i%2], fmt.Sprintf("p%d@example.org", i)))
 	}
-	s.Erase("p3@example.org")
+	s.Erase("test", SubjectRef{Email: "p3@example.org"})
 	tok, _ := s.CreateToken("ops")
 	path := filepath.Join(t.TempDir(), "backup.db")
 	f, err := os.Create(path)

@@ -203,7 +203,7 @@ func TestOutboxErasure(t *testing.T) {
 	s.OutboxAttempt(ctx, sent[0].ID, Attempt{})
 	_, queued, _ := s.AppendWith(context.Background(), signupRecord("shop", "ada@example.org"), AppendOptions{Outbox: mailItems})
 	_, other, _ := s.AppendWith(context.Background(), signupRecord("shop", "bob@example.org"), AppendOptions{Outbox: mailItems})
-	if _, err := s.Erase("ada@example.org"); err != nil {
+	if _, err := s.Erase("test", SubjectRef{Email: "ada@example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{sent[0].ID, queued[0].ID} {

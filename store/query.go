@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -205,20 +206,55 @@ type optIn struct {
 }
 
 // Subject returns every record about a person, on any site, oldest first,
-// and their current state. An address with no record and no state gives
-// empty records, not an error.
+// and their current state: Lookup by address.
 func (s *Store) Subject(email string) ([]Record, SubjectState, error) {
-	email = NormalizeEmail(email)
-	subject := s.subjectDigest(email)
+	return s.Lookup(SubjectRef{Email: email})
+}
+
+// Lookup returns every record about the person ref names (the records of
+// the address and of every visitor id used with it, or of the visitor id and
+// every address used with it; see resolve), on any site, oldest first, and
+// their current state. A person with no record and no state gives empty
+// records, not an error; a record id that names no record gives ErrNotFound.
+func (s *Store) Lookup(ref SubjectRef) ([]Record, SubjectState, error) {
+	if err := ref.check(); err != nil {
+		return nil, SubjectState{}, err
+	}
 	var recs []Record
 	var st SubjectState
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if recs, err = getSubjectRecords(tx, subject); err != nil {
-			return err
-		}
-		st, err = subjectState(tx, email, subject, recs)
-		return err
+	err := guard(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			p, err := s.resolve(tx, ref)
+			if err != nil {
+				return err
+			}
+			if ref.RecordID != "" && !p.found {
+				return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
+			}
+			recs = make([]Record, len(p.records))
+			for i, r := range p.records {
+				recs[i] = r.rec.Record
+			}
+			var subject []byte
+			if len(p.emails) > 0 {
+				subject = p.emails[0]
+			}
+			// The state is the address's, as in the signups export: the
+			// records that name it, not the banner choices of its browsers.
+			var own []Record
+			for _, r := range p.records {
+				if r.rec.digests.email != nil {
+					own = append(own, r.rec.Record)
+				}
+			}
+			if st, err = subjectState(tx, p.email, subject, own); err != nil {
+				return err
+			}
+			for _, d := range append(slices.Clone(p.emails), p.visitors...) {
+				st.Suppressed = st.Suppressed || tx.Bucket(bucketSuppression).Get(d) != nil
+			}
+			return nil
+		})
 	})
 	return recs, st, err
 }

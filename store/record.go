@@ -88,6 +88,28 @@ type appendReq struct {
 	body    []byte // encodeBody(&rec)
 	outbox  func(Record) ([]OutboxItem, error)
 	done    chan appendResult
+	// unsubscribe: store nothing when the subject's signup purposes on the
+	// site are already in the states this record sets (see Unsubscribe).
+	unsubscribe bool
+}
+
+// eraseFields turns a prepared record into one stored already erased: the
+// personal fields blank, their digests (which the hash covers) kept.
+func (req *appendReq) eraseFields() {
+	r := &req.rec
+	r.Erased = true
+	r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
+	req.body = encodeBody(r)
+}
+
+// dropVisitor removes the visitor id, digest included, from a prepared
+// record: a new signup from a browser whose visitor id was erased must not
+// link the new address to the erased person.
+func (req *appendReq) dropVisitor() {
+	r := &req.rec
+	r.VisitorID, r.digests.visitorID = "", nil
+	req.tmpl = newTemplate(r)
+	req.body = encodeBody(r)
 }
 
 type appendResult struct {
@@ -102,9 +124,13 @@ type appendResult struct {
 // (server UTC, ns) and PrevHash/Hash on the site's chain. It returns only
 // after the record's batch was committed with fsync.
 //
-// A signup (Source "signup") whose Email is on the suppression list stores
-// nothing: it returns ErrSuppressed and writes a "suppressed_signup" audit
-// entry that does not name the address. An unknown site gives ErrNotFound.
+// Suppression is enforced here, in the writer's transaction, whatever the
+// caller sent: a signup (Source "signup") whose Email is on the suppression
+// list stores nothing: it returns ErrSuppressed and writes a
+// "suppressed_signup" audit entry that does not name the address. Any other
+// record whose Email or VisitorID is on the list is stored already erased
+// (as Erase leaves a record), and a signup from a suppressed visitor id is
+// stored without it. An unknown site gives ErrNotFound.
 //
 // Cancellation: if ctx is done before the writer takes the record into a
 // batch, nothing is stored and Append returns ctx.Err(). Once the record is in
@@ -254,12 +280,29 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 			continue
 		}
 		r := &req.rec
-		if r.Source == "signup" && req.subject != nil && suppression.Get(req.subject) != nil {
+		emailSuppressed := req.subject != nil && suppression.Get(req.subject) != nil
+		visitorSuppressed := r.digests.visitorID != nil && suppression.Get(r.digests.visitorID) != nil
+		switch {
+		case r.Source == "signup" && emailSuppressed:
 			results[i].err = ErrSuppressed
 			if err := putAudit(tx, s.now(), systemActor, "suppressed_signup", "site="+r.Site); err != nil {
 				return err
 			}
 			continue
+		case r.Source == "signup" && visitorSuppressed:
+			req.dropVisitor()
+		case (emailSuppressed || visitorSuppressed) && !r.Erased:
+			req.eraseFields()
+		}
+		if req.unsubscribe && req.subject != nil {
+			last, done, err := alreadySet(tx, req)
+			if err != nil {
+				return err
+			}
+			if done {
+				results[i].rec = last
+				continue
+			}
 		}
 		ns := s.now().UnixNano()
 		if ns <= s.lastNs {
@@ -328,11 +371,43 @@ type chainWriter struct {
 	heads    map[string]*chainHead
 	buckets  map[string]*bolt.Bucket
 	subjects *bolt.Bucket
+	visitors *bolt.Bucket
 }
 
 func newChainWriter(tx *bolt.Tx) *chainWriter {
 	return &chainWriter{tx: tx, heads: map[string]*chainHead{}, buckets: map[string]*bolt.Bucket{},
-		subjects: tx.Bucket(bucketSubjects)}
+		subjects: tx.Bucket(bucketSubjects), visitors: tx.Bucket(bucketVisitors)}
+}
+
+// alreadySet tells whether the subject's records on the request's site
+// already hold every state the request sets, and returns the latest of them.
+// It reads in the writer's transaction, so it sees records of the same
+// batch too.
+func alreadySet(tx *bolt.Tx, req *appendReq) (Record, bool, error) {
+	recs, err := getSubjectRecords(tx, req.subject)
+	if err != nil {
+		return Record{}, false, err
+	}
+	state := map[string]string{}
+	var last *Record
+	for i := range recs {
+		if recs[i].Site != req.rec.Site || recs[i].Tombstone {
+			continue
+		}
+		for k, v := range recs[i].Choices {
+			state[k] = v
+		}
+		last = &recs[i]
+	}
+	if last == nil {
+		return Record{}, false, nil
+	}
+	for k, v := range req.rec.Choices {
+		if state[k] != v {
+			return Record{}, false, nil
+		}
+	}
+	return *last, true, nil
 }
 
 // chain returns the site's record bucket and head, loading them once per
@@ -377,6 +452,11 @@ func (w *chainWriter) append(req *appendReq, id []byte) (Record, error) {
 	}
 	if req.subject != nil {
 		if err := w.subjects.Put(subjectKey(req.subject, id), []byte(r.Site)); err != nil {
+			return Record{}, err
+		}
+	}
+	if r.digests.visitorID != nil {
+		if err := w.visitors.Put(subjectKey(r.digests.visitorID, id), []byte(r.Site)); err != nil {
 			return Record{}, err
 		}
 	}

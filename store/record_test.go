@@ -172,7 +172,7 @@ func TestAppendCancelledContextStoresNothing(t *testing.T) {
 func TestSuppressedSignupStoresNothing(t *testing.T) {
 	s := newTestStore(t)
 	mustAppend(t, s, signupRecord("shop", "eve@example.org"))
-	if _, err := s.Erase("Eve@Example.org"); err != nil {
+	if _, err := s.Erase("test", SubjectRef{Email: "Eve@Example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	before := allRecords(t, s, "shop")
@@ -187,14 +187,48 @@ func TestSuppressedSignupStoresNothing(t *testing.T) {
 		t.Fatalf("shop changed: %d -> %d records", len(before), len(after))
 	}
 	var audit []AuditEntry
-	s.AuditLog(time.Time{}, time.Time{}, func(e AuditEntry) error { audit = append(audit, e); return nil })
+	s.AuditLog(time.Time{}, time.Time{}, func(e AuditEntry) error {
+		if e.Action != "erase" {
+			audit = append(audit, e)
+		}
+		return nil
+	})
 	if len(audit) != 1 || audit[0].Action != "suppressed_signup" || audit[0].Detail != "site=blog" {
 		t.Fatalf("audit log %+v, want one suppressed_signup entry without the address", audit)
 	}
-	// A banner choice naming the address is not a signup and is kept.
-	r := testRecord("blog")
-	r.Email = "eve@example.org"
-	mustAppend(t, s, r)
+	// Any other record naming the address, whatever its source, is stored
+	// already erased: the address, name, visitor id, IP and agent never
+	// reach the file again.
+	for _, source := range []string{"api", "banner", "preferences", "unsubscribe", "admin"} {
+		r := signupRecord("blog", "eve@example.org")
+		r.Source = source
+		got := mustAppend(t, s, r)
+		if !got.Erased || got.Email != "" || got.Name != "" || got.VisitorID != "" || got.IP != "" || got.UserAgent != "" {
+			t.Errorf("source %s: stored %+v, want it erased", source, got)
+		}
+	}
+	recs, st, err := s.Subject("eve@example.org")
+	if err != nil || len(recs) != 6 || !st.Suppressed {
+		t.Fatalf("look-up after: %d records, %+v, %v", len(recs), st, err)
+	}
+	for _, r := range recs {
+		if !r.Erased || r.Email != "" {
+			t.Errorf("record %s in clear: %+v", r.ID, r)
+		}
+	}
+	// The erased person's browser (visitor id) is suppressed too: a banner
+	// choice from it is stored erased, a new address signed up from it is
+	// stored without the visitor id.
+	banner := testRecord("blog")
+	banner.VisitorID = "v_eve@example.org"
+	if got := mustAppend(t, s, banner); !got.Erased || got.VisitorID != "" || got.IP != "" {
+		t.Errorf("banner choice of an erased visitor id stored %+v", got)
+	}
+	fresh := signupRecord("blog", "new@example.org")
+	fresh.VisitorID = "v_eve@example.org"
+	if got := mustAppend(t, s, fresh); got.Erased || got.Email != "new@example.org" || got.VisitorID != "" {
+		t.Errorf("new address from an erased visitor id stored %+v", got)
+	}
 	mustVerify(t, s)
 }
 

@@ -3,7 +3,8 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 3; version 1 had no outbox, 2 no webhooks):
+// Bucket layout (schema version 5; version 1 had no outbox, 2 no visitors/
+// index, 3 no users/ and sessions/, 4 no webhooks/):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -22,12 +23,21 @@
 //	    <id, 16 bytes>    record, binary (codec.go); the id starts with its time
 //	subjects/
 //	  <email digest 32 bytes><id 16 bytes>   site id: index of a person's records
+//	visitors/             (schema 3)
+//	  <visitor_id digest 32 bytes><id 16 bytes>   site id: index of a visitor id's records
 //	optin/
 //	  <email digest 32 bytes>   double-opt-in state as JSON
 //	suppression/
-//	  <email digest 32 bytes>   {"at":…,"reason":…} for erased addresses
+//	  <email or visitor_id digest 32 bytes>   {"at":…,"reason":…} for erased
+//	                      addresses and visitor ids: every later record naming
+//	                      one is refused (a signup) or stored erased (erase.go)
 //	tokens/
-//	  <name>              {"hash":sha256 of the token,"created_at":…}
+//	  <name>              {"hash":sha256 of the token,"role":…,"created_at":…}
+//	                      (no role: admin, as before roles existed)
+//	users/                console users (users.go), since schema 4
+//	  <normalised email>  {"role":…,"hash":argon2id PHC string,"created_at":…}
+//	sessions/             console sign-ins (users.go), since schema 4
+//	  <sha256 of the session id, 32 bytes>   {"email":…,"csrf":…,"expires_at":…}
 //	audit/                append-only, FillPercent 0.95
 //	  <unix ns 8 bytes><sequence 8 bytes>   AuditEntry as JSON
 //	outbox/               what must be sent: mails, webhook deliveries (outbox.go)
@@ -39,7 +49,7 @@
 //	  subjects/  <email digest 32><seq 8>   items about a person (erasure)
 //	  counts                                {"mail":{"queued":n,"sent":n,"failed":n},…}
 //	                                        where <group> = <len 1><kind><len 1><key>
-//	webhooks/             webhook endpoints (webhook.go), since schema 3
+//	webhooks/             webhook endpoints (webhook.go), since schema 5
 //	  <id "wh_…">         WebhookEndpoint as JSON, with its signing secret
 //
 // Records and their proof (codec.go): a record's id is 26 Crockford base32
@@ -75,6 +85,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
@@ -86,6 +97,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -100,16 +112,19 @@ var (
 	bucketChains      = []byte("chains")
 	bucketRecords     = []byte("records")
 	bucketSubjects    = []byte("subjects")
+	bucketVisitors    = []byte("visitors")
 	bucketOptIn       = []byte("optin")
 	bucketSuppression = []byte("suppression")
 	bucketTokens      = []byte("tokens")
 	bucketAudit       = []byte("audit")
 	bucketOutbox      = []byte("outbox")
+	bucketUsers       = []byte("users")
+	bucketSessions    = []byte("sessions")
 
 	// schema1Buckets are the top-level buckets of schema version 1.
 	schema1Buckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
 		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
-	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketWebhooks)
+	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketVisitors, bucketUsers, bucketSessions, bucketWebhooks)
 )
 
 // Keys in the meta bucket.
@@ -125,7 +140,7 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 3
+const schemaVersion = 5
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
@@ -133,7 +148,41 @@ const schemaVersion = 3
 var migrations = []func(tx *bolt.Tx) error{
 	0: migrateCreate,
 	1: migrateOutbox,
-	2: migrateWebhooks,
+	2: migrateVisitors,
+	3: migrateUsers,
+	4: migrateWebhooks,
+}
+
+// migrateUsers makes the console's users/ and sessions/ buckets (schema 4).
+func migrateUsers(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketUsers, bucketSessions} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateVisitors builds the visitors/ index (schema 3) from the records'
+// stored visitor_id digests, which erasure keeps, so erased records are
+// indexed too. Tombstones carry no digest and stay out.
+func migrateVisitors(tx *bolt.Tx) error {
+	visitors, err := tx.CreateBucketIfNotExists(bucketVisitors)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRecords).ForEachBucket(func(site []byte) error {
+		return tx.Bucket(bucketRecords).Bucket(site).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(string(site), k, v)
+			if err != nil {
+				return fmt.Errorf("%w: record %s of site %s: %v", ErrCorrupt, formatID(k), site, err)
+			}
+			if r.digests.visitorID == nil {
+				return nil
+			}
+			return visitors.Put(subjectKey(r.digests.visitorID, k), bytes.Clone(site))
+		})
+	})
 }
 
 // migrateCreate makes the buckets and the keys of a new ledger.
@@ -267,11 +316,26 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	// bbolt can panic while opening a damaged file, after it took the file
+	// lock: keep the file to close it then, or the lock would outlive the
+	// failed Open.
+	var file *os.File
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
 	err = guard(func() error {
 		var e error
-		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+		db, e = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly, OpenFile: openFile})
 		return e
 	})
+	if err != nil && db == nil && file != nil && errors.Is(err, ErrCorrupt) {
+		// The mapping bbolt made keeps the open file alive: unlock it
+		// explicitly, then close it.
+		_ = syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
+		file.Close()
+	}
 	switch {
 	case err == nil:
 		return db, nil

@@ -143,14 +143,21 @@ func TestUnsubscribe(t *testing.T) {
 	if _, err := s.Unsubscribe(context.Background(), s.UnsubscribeToken("gone", "ada@example.org"), meta); !errors.Is(err, ErrNotFound) {
 		t.Errorf("token of an unknown site: %v", err)
 	}
+	// Unsubscribing again stores nothing new and answers the withdrawal made.
+	again, err := s.Unsubscribe(context.Background(), token, meta)
+	if err != nil || again.ID != rec.ID {
+		t.Fatalf("second unsubscribe: %+v, %v; want the first withdrawal %s", again, err, rec.ID)
+	}
 	// An erased person can still withdraw; the record names them by digest only.
-	s.Erase("ada@example.org")
-	rec, err = s.Unsubscribe(context.Background(), token, meta)
+	mustAppend(t, s, signupRecord("shop", "bob@example.org"))
+	s.Erase("test", SubjectRef{Email: "bob@example.org"})
+	bobToken := s.UnsubscribeToken("shop", "bob@example.org")
+	rec, err = s.Unsubscribe(context.Background(), bobToken, meta)
 	if err != nil || !rec.Erased || rec.Email != "" || rec.IP != "" || rec.UserAgent != "" {
 		t.Fatalf("withdraw of an erased person: %+v, %v", rec, err)
 	}
-	recs, _, _ := s.Subject("ada@example.org")
-	if len(recs) != 3 || recs[2].ID != rec.ID {
+	recs, _, _ := s.Subject("bob@example.org")
+	if len(recs) != 2 || recs[1].ID != rec.ID {
 		t.Errorf("withdraw not in the person's records: %d", len(recs))
 	}
 	mustVerify(t, s)
@@ -159,7 +166,7 @@ func TestUnsubscribe(t *testing.T) {
 		sources = append(sources, r.Source)
 	}
 	sort.Strings(sources)
-	if strings.Join(sources, ",") != "signup,unsubscribe,unsubscribe" {
+	if strings.Join(sources, ",") != "signup,signup,unsubscribe,unsubscribe" {
 		t.Errorf("records %v", sources)
 	}
 }

@@ -19,11 +19,13 @@ import (
 // Token is an admin token as listed; the secret itself is never stored.
 type Token struct {
 	Name      string    `json:"name"`
+	Role      Role      `json:"role"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
 type storedToken struct {
 	Hash      string    `json:"hash"` // hex SHA-256 of the whole token
+	Role      Role      `json:"role,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -31,9 +33,18 @@ const tokenPrefix = "asn_"
 
 var reTokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-// CreateToken makes a new admin token and returns it; only its SHA-256 is
-// kept. An empty name becomes "admin-<n>". A name in use gives ErrExists.
+// CreateToken makes a new token with the admin role; see CreateTokenRole.
 func (s *Store) CreateToken(name string) (string, error) {
+	return s.CreateTokenRole(name, RoleAdmin)
+}
+
+// CreateTokenRole makes a new token with a role and returns it; only its
+// SHA-256 is kept. An empty name becomes "admin-<n>". A name in use gives
+// ErrExists.
+func (s *Store) CreateTokenRole(name string, role Role) (string, error) {
+	if role != RoleAdmin && role != RoleViewer {
+		return "", invalid("role", "%q: want admin or viewer", role)
+	}
 	if name != "" && !reTokenName.MatchString(name) {
 		return "", invalid("name", "%q must be 1-64 characters of letters, digits, '.', '_' and '-'", name)
 	}
@@ -53,7 +64,7 @@ func (s *Store) CreateToken(name string) (string, error) {
 		} else if b.Get([]byte(name)) != nil {
 			return fmt.Errorf("token %q: %w", name, ErrExists)
 		}
-		v, err := json.Marshal(storedToken{Hash: tokenHash(token), CreatedAt: s.now().UTC()})
+		v, err := json.Marshal(storedToken{Hash: tokenHash(token), Role: role, CreatedAt: s.now().UTC()})
 		if err != nil {
 			return err
 		}
@@ -70,23 +81,29 @@ func tokenHash(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// CheckToken tells whether token is a live admin token, and its name. Every
-// stored hash is compared, in constant time, so timing tells nothing.
+// CheckToken tells whether token is a live admin token, and its name.
 func (s *Store) CheckToken(token string) (name string, ok bool) {
+	t, ok := s.TokenFor(token)
+	return t.Name, ok
+}
+
+// TokenFor finds the live token whose secret is token: its name and role.
+// Every stored hash is compared, in constant time, so timing tells nothing.
+func (s *Store) TokenFor(token string) (found Token, ok bool) {
 	if !strings.HasPrefix(token, tokenPrefix) {
-		return "", false
+		return Token{}, false
 	}
 	want := []byte(tokenHash(token))
 	s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var t storedToken
 			if json.Unmarshal(v, &t) == nil && subtle.ConstantTimeCompare([]byte(t.Hash), want) == 1 {
-				name, ok = string(k), true
+				found, ok = Token{Name: string(k), Role: orAdmin(t.Role), CreatedAt: t.CreatedAt}, true
 			}
 			return nil
 		})
 	})
-	return name, ok
+	return found, ok
 }
 
 // Tokens lists the admin tokens by name.
@@ -98,19 +115,24 @@ func (s *Store) Tokens() ([]Token, error) {
 			if err := json.Unmarshal(v, &t); err != nil {
 				return fmt.Errorf("%w: token %q: %v", ErrCorrupt, k, err)
 			}
-			tokens = append(tokens, Token{Name: string(k), CreatedAt: t.CreatedAt})
+			tokens = append(tokens, Token{Name: string(k), Role: orAdmin(t.Role), CreatedAt: t.CreatedAt})
 			return nil
 		})
 	})
 	return tokens, err
 }
 
-// RevokeToken deletes a token by name, or gives ErrNotFound.
+// RevokeToken deletes a token by name, or gives ErrNotFound; the last
+// admin token or user gives ErrLastAdmin.
 func (s *Store) RevokeToken(name string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
-		if b.Get([]byte(name)) == nil {
+		v := b.Get([]byte(name))
+		if v == nil {
 			return fmt.Errorf("token %q: %w", name, ErrNotFound)
+		}
+		if err := keepAnAdmin(tx, v); err != nil {
+			return fmt.Errorf("token %q: %w", name, err)
 		}
 		return b.Delete([]byte(name))
 	})

@@ -165,7 +165,7 @@ func TestEraseKeepsChainAndRemovesPersonalData(t *testing.T) {
 		t.Fatalf("double opt-in state %+v", st)
 	}
 
-	rep, err := s.Erase("  ADA@example.org")
+	rep, err := s.Erase("test", SubjectRef{Email: "  ADA@example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestEraseKeepsChainAndRemovesPersonalData(t *testing.T) {
 	}
 	mustVerify(t, s)
 	// Erasing again changes nothing and keeps the first date.
-	again, err := s.Erase("ada@example.org")
+	again, err := s.Erase("test", SubjectRef{Email: "ada@example.org"})
 	if err != nil || !again.SuppressedAt.Equal(rep.SuppressedAt) || again.Records != 2 {
 		t.Fatalf("second erasure: %+v, %v", again, err)
 	}
@@ -217,7 +217,7 @@ func TestEraseKeepsChainAndRemovesPersonalData(t *testing.T) {
 
 func TestEraseUnknownAddressStillSuppresses(t *testing.T) {
 	s := newTestStore(t)
-	rep, err := s.Erase("nobody@example.org")
+	rep, err := s.Erase("test", SubjectRef{Email: "nobody@example.org"})
 	if err != nil || rep.Records != 0 {
 		t.Fatalf("Erase = %+v, %v", rep, err)
 	}

@@ -24,7 +24,7 @@ type Webhooks interface {
 	Webhooks(ctx context.Context) ([]WebhookEndpoint, error)
 	Webhook(ctx context.Context, id string) (WebhookEndpoint, error)
 	DeleteWebhook(ctx context.Context, id string) error
-	EraseWith(ctx context.Context, email string, opts EraseOptions) (ErasureReport, []OutboxItem, error)
+	EraseWith(ctx context.Context, actor string, ref SubjectRef, opts EraseOptions) (ErasureReport, []OutboxItem, error)
 	UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error)
 	OutboxRetry(ctx context.Context, id string) (OutboxItem, error)
 }
@@ -224,16 +224,4 @@ func addOutboxItems(tx *bolt.Tx, items []OutboxItem, now time.Time) ([]OutboxIte
 		}
 	}
 	return out, o.flush()
-}
-
-func appendUnique(list []string, v string) []string {
-	if v == "" {
-		return list
-	}
-	for _, x := range list {
-		if x == v {
-			return list
-		}
-	}
-	return append(list, v)
 }

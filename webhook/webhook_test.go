@@ -457,7 +457,7 @@ func TestSubjectErased(t *testing.T) {
 	appendRecord(t, st, svc, signup("shop", "x1@example.com")) // in flight, held by the receiver
 	appendRecord(t, st, svc, signup("shop", "ann@example.com"))
 	appendRecord(t, st, svc, signup("blog", "ann@example.com"))
-	_, items, err := st.EraseWith(ctx, "Ann@example.com", svc.EraseOptions())
+	_, items, err := st.EraseWith(ctx, "test", store.SubjectRef{Email: "Ann@example.com"}, svc.EraseOptions())
 	if err != nil || len(items) != 1 {
 		t.Fatalf("erase: %d items, %v", len(items), err)
 	}

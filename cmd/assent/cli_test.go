@@ -227,6 +227,57 @@ func TestCLISubject(t *testing.T) {
 	}
 }
 
+// Look-up by visitor id and by receipt record id, and erasure by visitor
+// id, on the file and through a server.
+func TestCLISubjectByVisitorID(t *testing.T) {
+	ws, recs := places(t)
+	for _, w := range ws {
+		t.Run(w.name, func(t *testing.T) {
+			var access struct {
+				Records []store.Record `json:"records"`
+			}
+			code, stdout, stderr := runCLI(t, append([]string{"subject", "show", "--visitor-id", "v_1"}, w.flags...)...)
+			if code != 0 || json.Unmarshal([]byte(stdout), &access) != nil || len(access.Records) != 1 || access.Records[0].VisitorID != "v_1" {
+				t.Fatalf("show --visitor-id: %d %q %s", code, stdout, stderr)
+			}
+			var want string
+			w.read(func(st *store.Store) {
+				st.Records("shop", store.Query{}, func(r store.Record) error {
+					if r.VisitorID == "v_3" {
+						want = r.ID
+					}
+					return nil
+				})
+			})
+			code, stdout, stderr = runCLI(t, append([]string{"subject", "show", "--receipt", want}, w.flags...)...)
+			if code != 0 || json.Unmarshal([]byte(stdout), &access) != nil || len(access.Records) != 1 || access.Records[0].ID != want {
+				t.Fatalf("show --receipt: %d %q %s", code, stdout, stderr)
+			}
+			code, stdout, stderr = runCLI(t, append([]string{"subject", "erase", "--visitor-id", "v_3"}, w.flags...)...)
+			var rep store.ErasureReport
+			if code != 0 || json.Unmarshal([]byte(stdout), &rep) != nil || rep.Records != 1 || len(rep.VisitorIDs) != 1 {
+				t.Fatalf("erase --visitor-id: %d %q %s", code, stdout, stderr)
+			}
+			w.read(func(st *store.Store) {
+				got, _, err := st.Lookup(store.SubjectRef{RecordID: want})
+				if err != nil || len(got) != 1 || !got[0].Erased || got[0].VisitorID != "" {
+					t.Errorf("after erase: %v %+v", err, got)
+				}
+			})
+			for _, bad := range [][]string{
+				{"subject", "show"},
+				{"subject", "show", "--email", "a@example.com", "--visitor-id", "v_1"},
+				{"subject", "erase", "--receipt", want},
+			} {
+				if code, _, stderr := runCLI(t, append(bad, w.flags...)...); code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+					t.Errorf("%v: exit %d, %q", bad, code, stderr)
+				}
+			}
+		})
+	}
+	_ = recs
+}
+
 func TestCLIVerifyAndBackup(t *testing.T) {
 	ws, recs := places(t)
 	for _, w := range ws {
@@ -258,7 +309,9 @@ func TestCLITokenAndSite(t *testing.T) {
 	ws, _ := places(t)
 	for _, w := range ws {
 		t.Run(w.name, func(t *testing.T) {
-			code, stdout, stderr := runCLI(t, append([]string{"token", "create", "--name", "dpo"}, w.flags...)...)
+			// A viewer: in the file ledger it is the only token, and the last
+			// admin token could not be revoked.
+			code, stdout, stderr := runCLI(t, append([]string{"token", "create", "--name", "dpo", "--role", "viewer"}, w.flags...)...)
 			lines := strings.Split(strings.TrimSpace(stdout), "\n")
 			if code != 0 || !strings.HasPrefix(lines[len(lines)-1], "asn_") {
 				t.Fatalf("token create: %d %q %s", code, stdout, stderr)
@@ -348,5 +401,70 @@ func TestCLIExportSameBothWays(t *testing.T) {
 	_, remote, stderr := runCLI(t, "export", "--site", "shop", "--server", url, "--format", "jsonl")
 	if !bytes.Equal([]byte(direct), []byte(remote)) {
 		t.Errorf("direct and remote exports differ:\n%s\n%s\n%s", direct, remote, stderr)
+	}
+}
+
+func TestCLIUsersAndRoles(t *testing.T) {
+	ws, _ := places(t)
+	for _, w := range ws {
+		t.Run(w.name, func(t *testing.T) {
+			t.Setenv("ASSENT_PASSWORD", "correct horse battery")
+			if code, _, stderr := runCLI(t, append([]string{"user", "create", "--email", "Boss@Example.com", "--role", "admin"}, w.flags...)...); code != 0 {
+				t.Fatalf("user create: %d %s", code, stderr)
+			}
+			if code, _, stderr := runCLI(t, append([]string{"user", "create", "--email", "dpo@example.com", "--role", "viewer"}, w.flags...)...); code != 0 {
+				t.Fatalf("user create viewer: %d %s", code, stderr)
+			}
+			code, stdout, _ := runCLI(t, append([]string{"user", "list"}, w.flags...)...)
+			if code != 0 || !strings.Contains(stdout, "boss@example.com\tadmin\t") || !strings.Contains(stdout, "dpo@example.com\tviewer\t") {
+				t.Errorf("user list: %d %q", code, stdout)
+			}
+			w.read(func(st *store.Store) {
+				if u, ok := st.CheckPassword("boss@example.com", "correct horse battery"); !ok || u.Role != store.RoleAdmin {
+					t.Errorf("the created user cannot sign in: %+v %v", u, ok)
+				}
+			})
+			// Bad values: one line, exit 1 or 2, nothing stored.
+			t.Setenv("ASSENT_PASSWORD", "too short")
+			for _, args := range [][]string{
+				{"user", "create", "--email", "x@example.com"},
+				{"user", "create", "--email", "not-an-address", "--role", "viewer"},
+				{"user", "create", "--email", "y@example.com", "--role", "root"},
+				{"user", "create"},
+				{"user", "delete"},
+				{"user", "delete", "nobody@example.com"},
+			} {
+				code, _, stderr := runCLI(t, append(args, w.flags...)...)
+				if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+					t.Errorf("%v: exit %d %q", args, code, stderr)
+				}
+			}
+			if code, _, stderr := runCLI(t, append([]string{"user", "delete", "DPO@example.com"}, w.flags...)...); code != 0 {
+				t.Errorf("user delete: %d %s", code, stderr)
+			}
+			code, stdout, _ = runCLI(t, append([]string{"user", "list"}, w.flags...)...)
+			if code != 0 || strings.Contains(stdout, "dpo@") || strings.Count(stdout, "\n") != 1 {
+				t.Errorf("after delete: %q", stdout)
+			}
+
+			// Tokens with a role.
+			code, stdout, stderr := runCLI(t, append([]string{"token", "create", "--name", "crm", "--role", "viewer"}, w.flags...)...)
+			lines := strings.Split(strings.TrimSpace(stdout), "\n")
+			if code != 0 {
+				t.Fatalf("token create --role viewer: %d %s", code, stderr)
+			}
+			w.read(func(st *store.Store) {
+				if tok, ok := st.TokenFor(lines[len(lines)-1]); !ok || tok.Role != store.RoleViewer {
+					t.Errorf("viewer token: %+v %v", tok, ok)
+				}
+			})
+			if code, _, _ := runCLI(t, append([]string{"token", "create", "--name", "x", "--role", "owner"}, w.flags...)...); code != 2 {
+				t.Errorf("--role owner: exit %d", code)
+			}
+			code, stdout, _ = runCLI(t, append([]string{"token", "list"}, w.flags...)...)
+			if code != 0 || !strings.Contains(stdout, "crm\tviewer\t") {
+				t.Errorf("token list: %q", stdout)
+			}
+		})
 	}
 }

@@ -19,64 +19,77 @@ import (
 )
 
 func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("subject", []string{"data", "server", "email"}, args, stderr)
+	f, err := flagsFor("subject", []string{"data", "server", "email", "visitor-id", "receipt"}, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(f.args) != 1 || (f.args[0] != "show" && f.args[0] != "erase") {
-		return usageError{"want: assent subject show|erase --email ADDRESS"}
+		return usageError{"want: assent subject show|erase --email ADDRESS | --visitor-id ID (show also --receipt RECORD-ID)"}
 	}
-	email := store.NormalizeEmail(f.str("email"))
-	if email == "" {
-		return usageError{"--email is required"}
+	erase := f.args[0] == "erase"
+	ref := store.SubjectRef{Email: store.NormalizeEmail(f.str("email")), VisitorID: f.str("visitor-id"), RecordID: f.str("receipt")}
+	given := 0
+	for _, v := range []string{ref.Email, ref.VisitorID, ref.RecordID} {
+		if v != "" {
+			given++
+		}
+	}
+	switch {
+	case erase && ref.RecordID != "":
+		return usageError{"subject erase takes --email or --visitor-id, not --receipt"}
+	case given != 1:
+		return usageError{"give exactly one of --email, --visitor-id, --receipt"}
 	}
 	l, err := openLedger(f, false)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	path := "/v1/admin/subjects?email=" + url.QueryEscape(email)
-	if f.args[0] == "show" {
-		if l.remote != nil {
-			var v any
-			if err := l.remote.getJSON(ctx, http.MethodGet, path, nil, &v); err != nil {
-				return err
-			}
-			return printJSON(stdout, v)
-		}
-		recs, state, err := l.st.Subject(email)
-		if err != nil {
-			return err
-		}
-		if recs == nil {
-			recs = []store.Record{}
-		}
-		if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
-			return err
-		}
-		return printJSON(stdout, map[string]any{"email": email, "state": state, "records": recs})
+	q := url.Values{}
+	switch {
+	case ref.Email != "":
+		q.Set("email", ref.Email)
+	case ref.VisitorID != "":
+		q.Set("visitor_id", ref.VisitorID)
+	default:
+		q.Set("receipt", ref.RecordID)
 	}
+	path := "/v1/admin/subjects?" + q.Encode()
 	if l.remote != nil {
+		method := http.MethodGet
+		if erase {
+			method = http.MethodDelete
+		}
 		var v any
-		if err := l.remote.getJSON(ctx, http.MethodDelete, path, nil, &v); err != nil {
+		if err := l.remote.getJSON(ctx, method, path, nil, &v); err != nil {
 			return err
 		}
 		return printJSON(stdout, v)
 	}
-	// The erasure queues its subject.erased webhook events in its own
-	// transaction; the server delivers them when it next runs.
-	hooks, err := webhook.New(ctx, l.st, webhook.Options{})
+	if erase {
+		// The erasure queues its subject.erased webhook events in its own
+		// transaction; the server delivers them when it next runs.
+		hooks, err := webhook.New(ctx, l.st, webhook.Options{})
+		if err != nil {
+			return err
+		}
+		rep, _, err := l.st.EraseWith(ctx, "cli", ref, hooks.EraseOptions())
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, rep)
+	}
+	recs, state, err := l.st.Lookup(ref)
 	if err != nil {
 		return err
 	}
-	rep, _, err := l.st.EraseWith(ctx, email, hooks.EraseOptions())
-	if err != nil {
+	if recs == nil {
+		recs = []store.Record{}
+	}
+	if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	if err := l.st.Audit("cli", "erase", fmt.Sprintf("erased a subject: %d records", rep.Records)); err != nil {
-		return err
-	}
-	return printJSON(stdout, rep)
+	return printJSON(stdout, map[string]any{"email": state.Email, "state": state, "records": recs})
 }
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -150,18 +163,22 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("token", []string{"data", "server", "name"}, args, stderr)
+	f, err := flagsFor("token", []string{"data", "server", "name", "role"}, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(f.args) == 0 {
-		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
+		return usageError{"want: assent token create [--name NAME] [--role admin|viewer] | list | revoke NAME"}
 	}
 	verb := f.args[0]
 	switch {
 	case verb == "create" && len(f.args) == 1, verb == "list" && len(f.args) == 1, verb == "revoke" && len(f.args) == 2:
 	default:
-		return usageError{"want: assent token create [--name NAME] | list | revoke NAME"}
+		return usageError{"want: assent token create [--name NAME] [--role admin|viewer] | list | revoke NAME"}
+	}
+	role, err := store.ParseRole(f.str("role"))
+	if err != nil {
+		return usageError{"--role: want admin or viewer"}
 	}
 	l, err := openLedger(f, verb == "create")
 	if err != nil {
@@ -173,15 +190,15 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		var tok string
 		if l.remote != nil {
 			var v struct{ Token string }
-			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name")}, &v)
+			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name"), "role": string(role)}, &v)
 			tok = v.Token
-		} else if tok, err = l.st.CreateToken(f.str("name")); err == nil {
-			err = l.st.Audit("cli", "token_create", "token "+f.str("name"))
+		} else if tok, err = l.st.CreateTokenRole(f.str("name"), role); err == nil {
+			err = l.st.Audit("cli", "token_create", "token "+f.str("name")+" role "+string(role))
 		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stderr, "new admin token (shown once; only its hash is stored):")
+		fmt.Fprintf(stderr, "new %s token (shown once; only its hash is stored):\n", role)
 		fmt.Fprintln(stdout, tok)
 		return nil
 	case "list":
@@ -195,7 +212,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		for _, t := range toks {
-			fmt.Fprintf(stdout, "%s\t%s\n", t.Name, t.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+			fmt.Fprintf(stdout, "%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
 		}
 		return nil
 	}
@@ -204,7 +221,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(name), nil, nil)
 	}
 	if err := l.st.RevokeToken(name); err != nil {
-		return fmt.Errorf("token %q: %w", name, err)
+		return err
 	}
 	return l.st.Audit("cli", "token_revoke", "token "+name)
 }

@@ -21,10 +21,12 @@ Usage:
   assent serve   [--addr :8080] [--data ./data] [--geoip FILE] [--trusted-proxies CIDR,…]
                  [--country-header NAME] [--rate-limit N] [--demo] [--dev]
   assent export  --site ID [--from T] [--to T] [--format csv|xlsx|jsonl] [-o FILE]
-  assent subject show|erase --email ADDRESS
+  assent subject show|erase --email ADDRESS | --visitor-id ID  (show also --receipt RECORD-ID)
   assent verify
   assent backup  FILE
-  assent token   create [--name NAME] | list | revoke NAME
+  assent token   create [--name NAME] [--role admin|viewer] | list | revoke NAME
+  assent user    create --email E [--role admin|viewer] | list | delete E
+                 (the password from ASSENT_PASSWORD, else asked on the terminal)
   assent site    list | show ID | create --file site.json
   assent notice  sha256:HASH
   assent geo     [--geoip FILE] IP...
@@ -58,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"verify":  cmdVerify,
 		"backup":  cmdBackup,
 		"token":   cmdToken,
+		"user":    cmdUser,
 		"site":    cmdSite,
 		"notice":  cmdNotice,
 		"geo":     cmdGeo,

@@ -27,7 +27,6 @@ var options = map[string]option{
 	"demo":                  {"demo", "false", "serve the demo page at / with a demo site and a demo-only country switch"},
 	"dev":                   {"dev", "false", "read widget/ and server/console/ from disk and rebuild on change (run from the checkout)"},
 	"public-url":            {"public-url", "", "this server's public base URL, for unsubscribe links (default: from the request)"},
-	"webhook-allow-private": {"webhook-allow-private", "false", "let webhook endpoints point at loopback, private, link-local and reserved addresses (default: refused when made and at connect time)"},
 	"geo-poll":              {"geo-poll", "30s", "how often to look for a changed country database (0 = only on SIGHUP)"},
 	"retention-every":       {"retention-every", "1h", "how often the retention purge runs"},
 	"log-format":            {"log-format", "text", "log format: text or json"},
@@ -39,11 +38,15 @@ var options = map[string]option{
 	"format":                {"format", "csv", "export format: csv, xlsx or jsonl"},
 	"o":                     {"o", "-", "output file (- = stdout)"},
 	"email":                 {"email", "", "the person's email address"},
+	"visitor-id":            {"visitor-id", "", "a visitor id the person's browser used"},
+	"receipt":               {"receipt", "", "the record id of a receipt the person holds"},
 	"name":                  {"name", "", "a name for the token"},
+	"role":                  {"role", "admin", "role of a token or console user: admin (everything) or viewer (read only)"},
 	"file":                  {"file", "", "a site config JSON file"},
 	"purpose":               {"purpose", "", "only records granting this purpose"},
 	"country":               {"country", "", "only records from this country (ISO code)"},
 	"regime":                {"regime", "", "only records of this regime: opt-in or notice"},
+	"webhook-allow-private": {"webhook-allow-private", "false", "let webhook endpoints point at loopback, private, link-local and reserved addresses (default: refused when made and at connect time)"},
 }
 
 func envName(flagName string) string {

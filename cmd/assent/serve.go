@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -100,6 +102,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fmt.Fprintf(stdout, "demo page:     %s/\nadmin console: %s/admin/\n", base, base)
+		if err := demoUser(st, stdout); err != nil {
+			return err
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -160,6 +165,32 @@ func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "admin token %q (shown once; only its hash is stored):\n%s\n", name, tok)
+	if !demo {
+		fmt.Fprintln(stdout, "to sign in to the console: ASSENT_PASSWORD=… assent user create --email YOU --role admin")
+	}
+	return nil
+}
+
+// demoEmail is the demo's console user.
+const demoEmail = "admin@demo.example"
+
+// demoUser makes the demo's admin console user, with a fresh password on
+// every start (only its hash is kept, so it cannot be shown again), and
+// prints how to sign in.
+func demoUser(st *store.Store, stdout io.Writer) error {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	pw := base64.RawURLEncoding.EncodeToString(b)
+	_, err := st.CreateUser(demoEmail, store.RoleAdmin, pw)
+	if errors.Is(err, store.ErrExists) {
+		err = st.SetPassword(demoEmail, pw)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "console sign-in: %s with password %s (new on every demo start)\n", demoEmail, pw)
 	return nil
 }
 
