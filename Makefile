@@ -51,7 +51,7 @@ lint:
 test: deps lint
 	cd widget && npx --no-install tsc --noEmit -p .
 	cd widget && npx --no-install tsc --noEmit -p ../server/console
-	$(GO) test -race -count=1 -timeout 30m ./...
+	./scripts/with-postgres $(GO) test -race -count=1 -timeout 30m ./...
 
 bench: geodb
 	$(GO) run ./cmd/benchreport -o docs/benchmarks.md

@@ -90,6 +90,26 @@ type person struct {
 // further: the other addresses of those visitor ids (a shared browser) are
 // another person. Records come oldest first.
 func (s *Store) resolve(tx *bolt.Tx, ref SubjectRef) (*person, error) {
+	return s.Keyring.resolve(ref, boltIndex{tx})
+}
+
+// personIndex is how resolve reads a backend: the records an index
+// (bucketSubjects: address digests, bucketVisitors: visitor id digests)
+// links to a digest, in id order and without tombstones, and one record by
+// id on any site (nil when there is none).
+type personIndex interface {
+	indexRecords(index, digest []byte) ([]personRecord, error)
+	findRecord(id []byte) (*personRecord, error)
+}
+
+type boltIndex struct{ tx *bolt.Tx }
+
+func (b boltIndex) indexRecords(index, digest []byte) ([]personRecord, error) {
+	return indexRecords(b.tx, index, digest)
+}
+func (b boltIndex) findRecord(id []byte) (*personRecord, error) { return findRecord(b.tx, id) }
+
+func (s *Keyring) resolve(ref SubjectRef, ix personIndex) (*person, error) {
 	p := &person{}
 	seen := map[string]bool{}
 	add := func(list *[][]byte, d []byte) bool {
@@ -102,7 +122,7 @@ func (s *Store) resolve(tx *bolt.Tx, ref SubjectRef) (*person, error) {
 	}
 	byIDs := map[string]bool{}
 	collect := func(index []byte, digest []byte) error {
-		recs, err := indexRecords(tx, index, digest)
+		recs, err := ix.indexRecords(index, digest)
 		if err != nil {
 			return err
 		}
@@ -125,7 +145,7 @@ func (s *Store) resolve(tx *bolt.Tx, ref SubjectRef) (*person, error) {
 		if err != nil {
 			return nil, invalid("receipt", "%v", err)
 		}
-		r, err := findRecord(tx, id)
+		r, err := ix.findRecord(id)
 		if err != nil || r == nil {
 			return p, err
 		}
@@ -249,7 +269,6 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 	err := guard(func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			queued = nil
-			rep = ErasureReport{Removed: erasedFields, Kept: keptFields, Reason: erasureReason, VisitorIDs: []string{}}
 			p, err := s.resolve(tx, ref)
 			if err != nil {
 				return err
@@ -257,33 +276,20 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 			if ref.RecordID != "" && !p.found {
 				return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
 			}
-			rep.Email = p.email
+			changed, r := (&Person{p: p}).Erase(ref)
+			rep = r
 			records := tx.Bucket(bucketRecords)
-			visitorIDs := map[string]bool{}
-			if ref.VisitorID != "" {
-				visitorIDs[ref.VisitorID] = true
-			}
-			for _, pr := range p.records {
-				rep.Records++
-				r := pr.rec
-				if r.VisitorID != "" {
-					visitorIDs[r.VisitorID] = true
+			for _, sr := range changed {
+				id, err := parseID(sr.r.ID)
+				if err != nil {
+					return err
 				}
-				if r.Erased {
-					continue
-				}
-				r.Erased = true
-				r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
-				b := records.Bucket([]byte(pr.site))
+				b := records.Bucket([]byte(sr.r.Site))
 				b.FillPercent = appendFill
-				if err := b.Put(pr.id, encodeRecord(r)); err != nil {
+				if err := b.Put(id, encodeRecord(sr.r)); err != nil {
 					return err
 				}
 			}
-			for v := range visitorIDs {
-				rep.VisitorIDs = append(rep.VisitorIDs, v)
-			}
-			slices.Sort(rep.VisitorIDs)
 			for _, e := range p.emails {
 				if err := updateOptIn(tx, e, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
 					return err
@@ -326,7 +332,7 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 					return err
 				}
 			}
-			return putAudit(tx, s.now(), actor, "erase", fmt.Sprintf("erased a subject: %d records, %d visitor ids", rep.Records, len(rep.VisitorIDs)))
+			return putAudit(tx, s.now(), actor, "erase", ErasureAuditDetail(rep))
 		})
 	})
 	if err != nil {
@@ -435,6 +441,34 @@ func (s *Keyring) parseUnsubscribeToken(token string) (string, []byte, error) {
 	return string(body[2 : 2+int(b[1])]), bytes.Clone(body[2+int(b[1]):]), nil
 }
 
+// UnsubscribeRecord is the withdraw record an unsubscribe asks for on site,
+// given every record of the person (oldest first) and what the server knows
+// of the request (meta); its Erased is set when no record still holds the
+// address, so that it names the person by digest only.
+func UnsubscribeRecord(site Site, recs []Record, meta Record) Record {
+	rec := meta
+	rec.Site, rec.Event, rec.Source, rec.Basis = site.ID, "withdraw", "unsubscribe", "explicit"
+	rec.Email, rec.Erased = "", false
+	for i := len(recs) - 1; i >= 0 && rec.Email == ""; i-- {
+		if recs[i].Site == site.ID {
+			rec.Email = recs[i].Email
+		}
+	}
+	if rec.Email == "" {
+		rec.Erased = true
+	}
+	if rec.NoticeVersion == "" {
+		rec.NoticeVersion = site.PolicyVersion
+	}
+	rec.Choices = map[string]string{}
+	for _, p := range site.Purposes {
+		if p.Signup {
+			rec.Choices[p.ID] = "denied"
+		}
+	}
+	return rec
+}
+
 // Unsubscribe checks an unsubscribe token (ErrBadToken; ErrNotFound for a
 // site that is gone) and appends a "withdraw" record, source "unsubscribe",
 // denying the site's signup purposes for the person it names. meta carries
@@ -466,26 +500,7 @@ func (s *Store) UnsubscribeWith(ctx context.Context, token string, meta Record, 
 	if err != nil {
 		return Record{}, nil, err
 	}
-	rec := meta
-	rec.Site, rec.Event, rec.Source, rec.Basis = site.ID, "withdraw", "unsubscribe", "explicit"
-	rec.Email, rec.Erased = "", false
-	for i := len(recs) - 1; i >= 0 && rec.Email == ""; i-- {
-		if recs[i].Site == site.ID {
-			rec.Email = recs[i].Email
-		}
-	}
-	if rec.Email == "" {
-		rec.Erased = true
-	}
-	if rec.NoticeVersion == "" {
-		rec.NoticeVersion = site.PolicyVersion
-	}
-	rec.Choices = map[string]string{}
-	for _, p := range site.Purposes {
-		if p.Signup {
-			rec.Choices[p.ID] = "denied"
-		}
-	}
+	rec := UnsubscribeRecord(site, recs, meta)
 	req := s.newAppendReq(ctx, rec, subject)
 	req.unsubscribe = true
 	req.outbox = opts.Outbox

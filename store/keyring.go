@@ -271,3 +271,13 @@ func OptInErased(old []byte) ([]byte, error) {
 	o.PendingIP, o.ConfirmedIP = "", ""
 	return json.Marshal(o)
 }
+
+// Match tells whether q selects r, apart from its time range and email,
+// which a backend's index selects.
+func (q Query) Match(r *Record) bool { return q.match(r) }
+
+// Validate checks an outbox item before it is stored.
+func (it *OutboxItem) Validate() error { return it.validate() }
+
+// TruncateUTF8 cuts s to at most n bytes without splitting a character.
+func TruncateUTF8(s string, n int) string { return truncateUTF8(s, n) }

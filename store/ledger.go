@@ -54,9 +54,6 @@ type Ledger interface {
 
 	// Outbox: mails and webhook deliveries queued with their records.
 	Outbox
-	// Webhooks: the endpoints told of consent changes, and erasure with
-	// its subject.erased events in one transaction.
-	Webhooks
 
 	Verify(ctx context.Context) (VerifyReport, error)
 	// Backup writes a consistent copy of the ledger, or ErrNotSupported

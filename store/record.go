@@ -282,17 +282,12 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		r := &req.rec
 		emailSuppressed := req.subject != nil && suppression.Get(req.subject) != nil
 		visitorSuppressed := r.digests.visitorID != nil && suppression.Get(r.digests.visitorID) != nil
-		switch {
-		case r.Source == "signup" && emailSuppressed:
-			results[i].err = ErrSuppressed
+		if err := (&PendingRecord{req: req}).Suppress(emailSuppressed, visitorSuppressed); err != nil {
+			results[i].err = err
 			if err := putAudit(tx, s.now(), systemActor, "suppressed_signup", "site="+r.Site); err != nil {
 				return err
 			}
 			continue
-		case r.Source == "signup" && visitorSuppressed:
-			req.dropVisitor()
-		case (emailSuppressed || visitorSuppressed) && !r.Erased:
-			req.eraseFields()
 		}
 		if req.unsubscribe && req.subject != nil {
 			last, done, err := alreadySet(tx, req)
@@ -388,26 +383,8 @@ func alreadySet(tx *bolt.Tx, req *appendReq) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, err
 	}
-	state := map[string]string{}
-	var last *Record
-	for i := range recs {
-		if recs[i].Site != req.rec.Site || recs[i].Tombstone {
-			continue
-		}
-		for k, v := range recs[i].Choices {
-			state[k] = v
-		}
-		last = &recs[i]
-	}
-	if last == nil {
-		return Record{}, false, nil
-	}
-	for k, v := range req.rec.Choices {
-		if state[k] != v {
-			return Record{}, false, nil
-		}
-	}
-	return *last, true, nil
+	last, ok := LatestIfSet(recs, req.rec.Site, req.rec.Choices)
+	return last, ok, nil
 }
 
 // chain returns the site's record bucket and head, loading them once per

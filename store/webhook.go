@@ -16,9 +16,10 @@ import (
 // webhook package, and the deliveries themselves are outbox items of kind
 // "webhook" whose key is the endpoint's id.
 
-// Webhooks is what every backend of the Ledger offers for webhook
-// endpoints, and for the erasure notice that must be queued in the
-// erasure's own transaction; the bbolt Store's methods document each.
+// Webhooks is what a backend of the Ledger offers for webhook endpoints,
+// the events queued in an erasure's or an unsubscribe's own transaction,
+// and "retry now"; the bbolt Store's methods document each. The Ledger
+// embeds it once the PostgreSQL backend implements it too.
 type Webhooks interface {
 	CreateWebhook(ctx context.Context, ep WebhookEndpoint) (WebhookEndpoint, error)
 	Webhooks(ctx context.Context) ([]WebhookEndpoint, error)
