@@ -43,7 +43,9 @@ type Config struct {
 	// and link-local addresses.
 	WebhookAllowPrivate bool
 
-	webhookSchedule []time.Duration // tests: a shorter retry schedule
+	// WebhookSchedule replaces the webhook retry schedule: tests only (no
+	// flag sets it), so that retries come in milliseconds.
+	WebhookSchedule []time.Duration
 }
 
 // Server is the HTTP server and its dependencies.
@@ -105,7 +107,7 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 		logins:     newLoginLimiter(),
 	}
 	if s.hooks, err = webhook.New(context.Background(), st, webhook.Options{
-		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.webhookSchedule,
+		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.WebhookSchedule,
 	}); err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ import (
 func hookServer(t *testing.T, schedule []time.Duration) *testServer {
 	t.Helper()
 	ts := newTestServer(t, &Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		WebhookAllowPrivate: true, webhookSchedule: schedule})
+		WebhookAllowPrivate: true, WebhookSchedule: schedule})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { ts.srv.RunWebhooks(ctx); close(done) }()

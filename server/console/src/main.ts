@@ -9,9 +9,10 @@ import * as charts from './charts'
 import * as subjects from './subjects'
 import * as sites from './sites'
 import * as audit from './audit'
+import * as webhooks from './webhooks'
 import { Site } from './types'
 
-const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit }
+const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, webhooks }
 const first = 'log'
 
 function signedIn(on: boolean) {
