@@ -4,7 +4,7 @@ GEO_PKG  := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
 GEO_DB   := data/geo-whois-asn-country.mmdb
 GO       ?= go
 
-.PHONY: run test bench build deps geodb chromium widget-deps lint clean
+.PHONY: run test bench build deps geodb chromium widget-deps mailpit lint clean
 
 build: bin/assent
 
@@ -35,10 +35,27 @@ widget/node_modules/.installed: widget/package.json widget/package-lock.json
 	cd widget && npm ci --no-audit --no-fund --silent
 	touch $@
 
-deps: geodb chromium widget-deps
+# Mailpit, a real SMTP server with a web mailbox, for the demo and the tests:
+# built from source through the Go module proxy into bin/ (git ignores it).
+MAILPIT_VERSION := v1.33.1
+mailpit: bin/mailpit
+bin/mailpit:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/axllent/mailpit@$(MAILPIT_VERSION)
 
-run: geodb bin/assent
-	./bin/assent serve --demo --data data --geoip $(GEO_DB)
+deps: geodb chromium widget-deps mailpit
+
+# The demo: Mailpit beside the server (stopped with it), double opt-in on
+# for the demo site, so a sign-up's confirmation mail shows in Mailpit.
+DEMO_ADDR    ?= 8080
+MAILPIT_SMTP ?= 1025
+MAILPIT_HTTP ?= 8025
+run: geodb bin/assent bin/mailpit
+	@bin/mailpit --smtp 127.0.0.1:$(MAILPIT_SMTP) --listen 127.0.0.1:$(MAILPIT_HTTP) --quiet --disable-version-check & mp=$$!; \
+	  trap 'kill $$mp 2>/dev/null' EXIT INT TERM; \
+	  echo "mailbox (Mailpit): http://localhost:$(MAILPIT_HTTP)/"; \
+	  ./bin/assent serve --demo --data data --geoip $(GEO_DB) --addr :$(DEMO_ADDR) \
+	    --smtp 'smtp://127.0.0.1:$(MAILPIT_SMTP)?tls=none' --mail-from 'Assent demo <demo@assent.localhost>' \
+	    --public-url http://localhost:$(DEMO_ADDR)
 
 # gofmt, go vet and staticcheck (pinned, fetched through the Go module proxy).
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2

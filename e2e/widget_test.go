@@ -87,7 +87,8 @@ func until(t *testing.T, ctx context.Context, what, expr string) {
 		}
 		// A navigation or reload replaces the page's execution context under
 		// a running poll; poll again in the new one.
-		if time.Now().Before(deadline) && (strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed")) {
+		if time.Now().Before(deadline) && (strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed") ||
+			strings.Contains(err.Error(), "navigated or closed")) {
 			time.Sleep(25 * time.Millisecond)
 			continue
 		}

@@ -48,6 +48,9 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := decodeJSON(c, &site); err != nil {
 		return err
 	}
+	if err := s.checkMail(site); err != nil {
+		return err
+	}
 	created, err := s.store.CreateSite(site)
 	if err != nil {
 		return siteError(err, site.ID)
@@ -69,6 +72,9 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	}
 	if site.ID != id {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "id: the body's id must match the path")
+	}
+	if err := s.checkMail(site); err != nil {
+		return err
 	}
 	updated, err := s.store.PutSite(site)
 	if err != nil {
@@ -269,6 +275,15 @@ func (s *Server) handleNotice(c echo.Context) error {
 		return err
 	}
 	return c.JSONBlob(http.StatusOK, doc)
+}
+
+// checkMail refuses double opt-in on a server that cannot send mail.
+func (s *Server) checkMail(site store.Site) error {
+	if site.DoubleOptIn && s.cfg.Mail == nil {
+		return apiError(http.StatusUnprocessableEntity, "mail_not_configured",
+			"double_opt_in: this server sends no mail; start it with --smtp, --mail-from and --public-url")
+	}
+	return nil
 }
 
 // handleWhoami tells the console who is signed in, with which role, and the

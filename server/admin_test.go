@@ -473,7 +473,8 @@ func TestExportSignups(t *testing.T) {
 		}
 	}
 	// A later banner choice does not change the newsletter state.
-	header := []string{"email", "first_signup_at", "last_change_at", "double_opt_in", "suppressed", "newsletter"}
+	header := []string{"email", "first_signup_at", "last_change_at", "double_opt_in", "signup_at", "signup_ip",
+		"confirmed_at", "confirm_ip", "unsubscribe_url", "suppressed", "newsletter"}
 	subjects := map[string]store.SubjectState{}
 	for _, e := range []string{"carol@example.com", "=evil@example.com"} {
 		_, st, err := ts.st.Subject(e)
@@ -503,7 +504,8 @@ func TestExportSignups(t *testing.T) {
 				t.Errorf("%s: unexpected email %q", format, row[0])
 				continue
 			}
-			want := []string{safeCell(st.Email), fmtTime(st.FirstSignupAt), fmtTime(st.LastChangeAt), "none", "false", "granted"}
+			unsub := ts.url + "/u/" + ts.st.UnsubscribeToken("shop", st.Email)
+			want := []string{safeCell(st.Email), fmtTime(st.FirstSignupAt), fmtTime(st.LastChangeAt), "none", "", "", "", "", unsub, "false", "granted"}
 			if !reflect.DeepEqual(row, want) {
 				t.Errorf("%s: row %q, want %q", format, row, want)
 			}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -37,6 +38,7 @@ func newMetrics(st *store.Store) *metrics {
 	m.reg.MustRegister(m.requests, m.duration, m.records,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if st != nil {
+		m.reg.MustRegister(mailCollector{st})
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "assent_ledger_up", Help: "1 when the ledger answers.",
 		}, func() float64 {
@@ -61,3 +63,20 @@ func (m *metrics) observe(route, method string, status int, d time.Duration) {
 }
 
 func (m *metrics) recorded(site, event string) { m.records.WithLabelValues(site, event).Inc() }
+
+// mailCollector reads the mails per state from the ledger at each scrape,
+// so the figures are the ledger's, across restarts.
+type mailCollector struct{ st *store.Store }
+
+var mailDesc = prometheus.NewDesc("assent_mail_total", "Confirmation mails in the outbox, by state (queued, sent, failed).", []string{"state"}, nil)
+
+func (c mailCollector) Describe(ch chan<- *prometheus.Desc) { ch <- mailDesc }
+func (c mailCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.st.OutboxCounts(context.Background(), mailKind)
+	if err != nil {
+		return
+	}
+	for _, state := range []string{store.OutboxQueued, store.OutboxSent, store.OutboxFailed} {
+		ch <- prometheus.MustNewConstMetric(mailDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}

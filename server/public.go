@@ -101,6 +101,7 @@ type writeResponse struct {
 	Country        string `json:"country"`
 	Receipt        string `json:"receipt"`
 	UnsubscribeURL string `json:"unsubscribe_url,omitempty"`
+	DoubleOptIn    string `json:"double_opt_in,omitempty"` // "pending" on a site with double opt-in
 }
 
 func (s *Server) handleConsent(c echo.Context) error { return s.write(c, false) }
@@ -182,7 +183,14 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		Choices: states, PageURL: req.PageURL, IP: store.TruncateIP(s.clientAddr(r)),
 		UserAgent: truncate(r.UserAgent(), 512), GPC: gpc, DNT: r.Header.Get("DNT") == "1",
 	}
-	rec, queued, err := s.store.AppendWith(r.Context(), rec, s.hookOptions(c))
+	doi := signup && site.DoubleOptIn
+	var opts store.AppendOptions
+	if doi {
+		// The signup, its pending state and its confirmation mail are
+		// committed together: a crash after the 201 still sends the mail.
+		opts = store.AppendOptions{OptIn: "pending", Outbox: s.confirmationItems}
+	}
+	rec, queued, err := s.store.AppendWith(r.Context(), rec, s.withHooks(c, opts))
 	if errors.Is(err, store.ErrSuppressed) {
 		return apiError(http.StatusConflict, "suppressed", "this address asked to be erased and cannot be signed up again here; the site owner can help")
 	}
@@ -191,10 +199,10 @@ func (s *Server) write(c echo.Context, signup bool) error {
 	}
 	s.hooks.Queued(queued)
 	s.met.recorded(site.ID, rec.Event)
-	return s.answerRecord(c, site, rec, signup)
+	return s.answerRecord(c, site, rec, signup, doi)
 }
 
-func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record, signup bool) error {
+func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record, signup, doi bool) error {
 	receipt, err := s.store.Receipt(rec)
 	if err != nil {
 		return err
@@ -205,6 +213,9 @@ func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record,
 	}
 	if signup {
 		resp.UnsubscribeURL = s.baseURL(c) + "/u/" + s.store.UnsubscribeToken(site.ID, rec.Email)
+	}
+	if doi {
+		resp.DoubleOptIn = "pending"
 	}
 	return c.JSON(http.StatusCreated, resp)
 }
@@ -426,7 +437,7 @@ func (s *Server) handleUnsubscribe(c echo.Context) error {
 		token = req.Token
 	}
 	meta := store.Record{IP: store.TruncateIP(s.clientAddr(r)), UserAgent: truncate(r.UserAgent(), 512), WidgetBuild: s.WidgetBuild(), GeoDB: s.geo.BuildDate()}
-	rec, queued, err := s.store.UnsubscribeWith(r.Context(), token, meta, s.hookOptions(c))
+	rec, queued, err := s.store.UnsubscribeWith(r.Context(), token, meta, s.withHooks(c, store.AppendOptions{}))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrBadToken) {
 		return apiError(http.StatusNotFound, "invalid_token", "this unsubscribe token is not valid")
 	}

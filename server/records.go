@@ -22,7 +22,8 @@ var (
 	recordHead = []string{"id", "recorded_at", "site", "event", "source", "basis", "email", "visitor_id", "country", "regime", "notice_version", "notice_hash"}
 	recordTail = []string{"ip", "user_agent", "page_url", "gpc", "dnt", "prev_hash", "hash"}
 	auditHead  = []string{"at", "token", "action", "detail"}
-	signupHead = []string{"email", "first_signup_at", "last_change_at", "double_opt_in", "suppressed"}
+	signupHead = []string{"email", "first_signup_at", "last_change_at", "double_opt_in", "signup_at", "signup_ip",
+		"confirmed_at", "confirm_ip", "unsubscribe_url", "suppressed"}
 )
 
 // Formats are the export formats, and the MIME type of each.
@@ -83,15 +84,26 @@ type signupJSON struct {
 	FirstSignupAt string            `json:"first_signup_at"`
 	LastChangeAt  string            `json:"last_change_at"`
 	DoubleOptIn   string            `json:"double_opt_in"`
-	PendingAt     string            `json:"pending_at,omitempty"`
-	ConfirmedAt   string            `json:"confirmed_at,omitempty"`
+	SignupAt      string            `json:"signup_at"`
+	SignupIP      string            `json:"signup_ip"`
+	ConfirmedAt   string            `json:"confirmed_at"`
+	ConfirmIP     string            `json:"confirm_ip"`
+	UnsubURL      string            `json:"unsubscribe_url"`
 	Suppressed    bool              `json:"suppressed"`
 	Purposes      map[string]string `json:"purposes"`
 }
 
 // WriteSubjects streams one row per subject with a signup on site: the
-// signups export.
-func WriteSubjects(w io.Writer, format string, site store.Site, each func(func(store.SubjectState) error) error) error {
+// signups export, with the double opt-in proof (the signup that asked for
+// confirmation and the confirming click) and each person's unsubscribe link
+// (unsub; "" for an erased person).
+func WriteSubjects(w io.Writer, format string, site store.Site, unsub func(email string) string, each func(func(store.SubjectState) error) error) error {
+	link := func(email string) string {
+		if email == "" {
+			return ""
+		}
+		return unsub(email)
+	}
 	var purposes []string
 	for _, p := range site.Purposes {
 		if p.Signup {
@@ -102,7 +114,8 @@ func WriteSubjects(w io.Writer, format string, site store.Site, each func(func(s
 		return writeJSONL(w, func(enc *json.Encoder) error {
 			return each(func(st store.SubjectState) error {
 				v := signupJSON{Email: st.Email, FirstSignupAt: fmtTime(st.FirstSignupAt), LastChangeAt: fmtTime(st.LastChangeAt),
-					DoubleOptIn: orNone(st.DoubleOptIn), PendingAt: fmtTime(st.PendingAt), ConfirmedAt: fmtTime(st.ConfirmedAt),
+					DoubleOptIn: orNone(st.DoubleOptIn), SignupAt: fmtTime(st.PendingAt), SignupIP: st.PendingIP,
+					ConfirmedAt: fmtTime(st.ConfirmedAt), ConfirmIP: st.ConfirmedIP, UnsubURL: link(st.Email),
 					Suppressed: st.Suppressed, Purposes: map[string]string{}}
 				for _, p := range purposes {
 					v.Purposes[p] = st.Purposes[site.ID][p]
@@ -114,7 +127,8 @@ func WriteSubjects(w io.Writer, format string, site store.Site, each func(func(s
 	header := append(append([]string{}, signupHead...), purposes...)
 	return writeTable(w, format, "signups", header, func(row func([]string) error) error {
 		return each(func(st store.SubjectState) error {
-			r := []string{st.Email, fmtTime(st.FirstSignupAt), fmtTime(st.LastChangeAt), orNone(st.DoubleOptIn), strconv.FormatBool(st.Suppressed)}
+			r := []string{st.Email, fmtTime(st.FirstSignupAt), fmtTime(st.LastChangeAt), orNone(st.DoubleOptIn),
+				fmtTime(st.PendingAt), st.PendingIP, fmtTime(st.ConfirmedAt), st.ConfirmedIP, link(st.Email), strconv.FormatBool(st.Suppressed)}
 			for _, p := range purposes {
 				r = append(r, st.Purposes[site.ID][p])
 			}

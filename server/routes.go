@@ -32,7 +32,10 @@ func (s *Server) routes() *echo.Echo {
 	writes.OPTIONS("/consents", s.handlePreflight)
 	writes.OPTIONS("/signups", s.handlePreflight)
 	e.GET("/u/:token", s.handleUnsubscribePage)
+	e.POST("/u/:token", s.handleOneClickUnsubscribe, s.limitBody, s.rateLimit) // RFC 8058
 	e.POST("/v1/unsubscribe", s.handleUnsubscribe, s.limitBody, s.rateLimit)
+	e.GET("/c/:token", s.handleConfirmPage)
+	e.POST("/v1/confirm", s.handleConfirm, s.limitBody, s.rateLimit)
 	e.GET("/.well-known/jwks.json", s.handleJWKS, cors)
 	e.GET("/healthz", s.handleHealth)
 	e.GET("/metrics", s.met.handler)
@@ -54,6 +57,7 @@ func (s *Server) routes() *echo.Echo {
 	write.PUT("/sites/:site", s.handlePutSite, s.limitBody)
 	read.GET("/sites/:site/consents", s.handleExportConsents)
 	read.GET("/sites/:site/signups", s.handleExportSignups)
+	read.GET("/sites/:site/mail", s.handleMailList)
 	read.GET("/subjects", s.handleSubject)
 	write.DELETE("/subjects", s.handleEraseSubject)
 	read.GET("/notices/:hash", s.handleNotice)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/assent/assent/build"
 	"github.com/assent/assent/geo"
+	"github.com/assent/assent/mail"
 	"github.com/assent/assent/store"
 	"github.com/assent/assent/webhook"
 	"github.com/assent/assent/widget"
@@ -39,6 +40,11 @@ type Config struct {
 	DevDir         string // the widget folder for Dev, default "widget"
 	DevConsoleDir  string // the console folder for Dev, default "server/console"
 	PublicURL      string // base for unsubscribe links; "" = from the request
+	// Mail sends confirmation mails (--smtp, --mail-from); nil = no mail,
+	// and a site cannot turn double opt-in on.
+	Mail *mail.Sender
+	// MailRetry overrides DefaultMailRetry: tests shorten it. Not a flag.
+	MailRetry *MailRetry
 	// WebhookAllowPrivate lets webhook endpoints point at loopback, private
 	// and link-local addresses.
 	WebhookAllowPrivate bool
@@ -134,6 +140,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.Mail != nil {
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.runMailSender(sctx) }()
+		defer func() { stop(); <-done }()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

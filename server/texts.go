@@ -197,3 +197,25 @@ func merge(dst, src map[string]any) map[string]any {
 	}
 	return dst
 }
+
+// localTexts are the merged texts of one site in one language, read by key
+// (the confirmation mail and pages).
+type localTexts struct {
+	locale string
+	m      map[string]any
+}
+
+// forLocale returns the site's texts in the best language for lang, then
+// acceptLanguage, then English.
+func (t *texts) forLocale(site store.Site, lang string, acceptLanguage ...string) localTexts {
+	n := t.notice(site, lang, strings.Join(acceptLanguage, ","))
+	lt := localTexts{locale: n.Locale}
+	_ = json.Unmarshal(n.Texts, &lt.m)
+	return lt
+}
+
+// str is a top-level text, or "" when there is none.
+func (lt localTexts) str(key string) string {
+	v, _ := lt.m[key].(string)
+	return v
+}

@@ -12,13 +12,28 @@ import (
 	"github.com/assent/assent/webhook"
 )
 
-// hookOptions make a record's webhook events (webhook.RecordEvents) part of
-// its commit, with the subject's unsubscribe link in the payload.
-func (s *Server) hookOptions(c echo.Context) store.AppendOptions {
+// withHooks adds to opts a record's webhook events (webhook.RecordEvents),
+// committed with the record and whatever else opts queues (a confirmation
+// mail), with the subject's unsubscribe link in the payload.
+func (s *Server) withHooks(c echo.Context, opts store.AppendOptions) store.AppendOptions {
 	base := s.baseURL(c)
-	return store.AppendOptions{Outbox: s.hooks.RecordOutbox(func(rec store.Record) string {
+	hooks := s.hooks.RecordOutbox(func(rec store.Record) string {
 		return base + "/u/" + s.store.UnsubscribeToken(rec.Site, rec.Email)
-	})}
+	})
+	other := opts.Outbox
+	opts.Outbox = func(rec store.Record) ([]store.OutboxItem, error) {
+		var items []store.OutboxItem
+		if other != nil {
+			its, err := other(rec)
+			if err != nil {
+				return nil, err
+			}
+			items = its
+		}
+		its, err := hooks(rec)
+		return append(items, its...), err
+	}
+	return opts
 }
 
 type webhookRequest struct {

@@ -222,9 +222,13 @@ func TestWebhookEventsFromTheAPI(t *testing.T) {
 		t.Fatalf("signup: %d %s", r.StatusCode, r.body)
 	}
 	var sr struct {
+		ID             string
 		UnsubscribeURL string `json:"unsubscribe_url"`
 	}
 	json.Unmarshal(r.body, &sr)
+	if r := ts.do(http.MethodPost, "/v1/confirm", map[string]string{"token": ts.st.ConfirmToken("shop", sr.ID)}, nil); r.StatusCode != 200 {
+		t.Fatalf("confirm: %d %s", r.StatusCode, r.body)
+	}
 	token := sr.UnsubscribeURL[strings.LastIndex(sr.UnsubscribeURL, "/")+1:]
 	if r := ts.do(http.MethodPost, "/v1/unsubscribe", map[string]string{"token": token}, nil); r.StatusCode != 200 {
 		t.Fatalf("unsubscribe: %d %s", r.StatusCode, r.body)
@@ -232,24 +236,33 @@ func TestWebhookEventsFromTheAPI(t *testing.T) {
 	if r := ts.admin(http.MethodDelete, "/v1/admin/subjects?email=ann@example.com", nil); r.StatusCode != 200 {
 		t.Fatalf("erase: %d %s", r.StatusCode, r.body)
 	}
-	poll(t, "4 events", func() bool { return len(rcv.types()) >= 4 })
-	if got := strings.Join(rcv.types(), " "); got != "consent.recorded signup.created consent.withdrawn subject.erased" {
+	poll(t, "5 events", func() bool { return len(rcv.types()) >= 5 })
+	if got := strings.Join(rcv.types(), " "); got != "consent.recorded signup.created signup.confirmed consent.withdrawn subject.erased" {
 		t.Fatalf("events %s", got)
 	}
 	rcv.mu.Lock()
-	signup, erased := rcv.bodies[1], rcv.bodies[3]
+	signup, confirmed, erased := rcv.bodies[1], rcv.bodies[2], rcv.bodies[4]
 	rcv.mu.Unlock()
 	if !strings.Contains(signup, `"unsubscribe_url":"`+sr.UnsubscribeURL+`"`) || !strings.Contains(signup, `"email":"ann@example.com"`) {
 		t.Fatalf("signup event %s", signup)
 	}
+	if !strings.Contains(confirmed, `"event":"confirm"`) || !strings.Contains(confirmed, `"source":"double_opt_in"`) || !strings.Contains(confirmed, `"unsubscribe_url":"`+sr.UnsubscribeURL+`"`) {
+		t.Fatalf("confirmation event %s", confirmed)
+	}
 	if !strings.Contains(erased, `"email":"ann@example.com","visitor_ids":["v_ann"]`) || !strings.Contains(erased, `"sites":["shop"]`) {
 		t.Fatalf("erasure event %s", erased)
 	}
-	if ds := ts.deliveries(ep.ID); len(ds) != 4 {
-		t.Fatalf("%d deliveries listed", len(ds))
-	}
+	poll(t, "5 delivered", func() bool {
+		ds := ts.deliveries(ep.ID)
+		for _, d := range ds {
+			if d.Status != "delivered" {
+				return false
+			}
+		}
+		return len(ds) == 5
+	})
 	m := ts.do(http.MethodGet, "/metrics", nil, nil)
-	if !strings.Contains(string(m.body), `assent_webhook_attempts_total{result="delivered"} 4`) || !strings.Contains(string(m.body), "assent_webhook_pending 0") {
+	if !strings.Contains(string(m.body), `assent_webhook_attempts_total{result="delivered"} 5`) || !strings.Contains(string(m.body), "assent_webhook_pending 0") {
 		t.Fatalf("metrics lack the deliveries:\n%s", grepLines(string(m.body), "assent_webhook"))
 	}
 }

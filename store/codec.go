@@ -187,12 +187,12 @@ func (d *digester) digests(r *Record) digests {
 // site, so neither is repeated):
 //
 //	byte 0   format version, 1
-//	byte 1   flags: 1 erased, 2 tombstone, 4 gpc, 8 dnt
+//	byte 1   flags: 1 erased, 2 tombstone, 4 gpc, 8 dnt, 16 confirms
 //	then, each as uvarint length + bytes:
 //	  tombstone: prev_hash, hash
 //	  otherwise: event source basis email visitor_id country regime geo_db
 //	             notice_version notice_hash widget_build locale page_url ip
-//	             user_agent name, uvarint count + (purpose, state) pairs in
+//	             user_agent name, confirms (only with flag 16), uvarint count + (purpose, state) pairs in
 //	             increasing purpose order, the five personal digests (0 or 32
 //	             bytes each, order of personal), prev_hash (0 or 32), hash (32)
 //
@@ -203,6 +203,7 @@ const (
 	flagTombstone = 2
 	flagGPC       = 4
 	flagDNT       = 8
+	flagConfirms  = 16 // a double opt-in confirmation: the confirmed signup's id follows name
 )
 
 // storedRecord is a record as the ledger keeps it.
@@ -239,7 +240,10 @@ func encodeBody(r *storedRecord) []byte {
 	if r.DNT {
 		flags |= flagDNT
 	}
-	size := 2 + len(personal)*(1+sha256.Size) + tail
+	if r.Confirms != "" {
+		flags |= flagConfirms
+	}
+	size := 2 + len(r.Confirms) + len(personal)*(1+sha256.Size) + tail
 	for _, s := range r.strings() {
 		size += 2 + len(*s)
 	}
@@ -250,6 +254,9 @@ func encodeBody(r *storedRecord) []byte {
 	b = append(b, codecVersion, flags)
 	for _, s := range r.strings() {
 		b = appendString(b, *s)
+	}
+	if r.Confirms != "" {
+		b = appendString(b, r.Confirms)
 	}
 	keys := sortedKeys(r.Choices)
 	b = binary.AppendUvarint(b, uint64(len(keys)))
@@ -358,11 +365,16 @@ func decodeRecord(site string, id, val []byte) (*storedRecord, error) {
 			return nil, fmt.Errorf("%w: tombstone with flags %#x", errCodec, flags)
 		}
 	} else {
-		if flags&^(flagErased|flagGPC|flagDNT) != 0 {
+		if flags&^(flagErased|flagGPC|flagDNT|flagConfirms) != 0 {
 			return nil, fmt.Errorf("%w: unknown flags %#x", errCodec, flags)
 		}
 		for _, s := range r.strings() {
 			*s = d.string()
+		}
+		if flags&flagConfirms != 0 {
+			if r.Confirms = d.string(); r.Confirms == "" && d.err == nil {
+				return nil, fmt.Errorf("%w: empty confirms", errCodec)
+			}
 		}
 		n := d.uvarint()
 		if n > uint64(len(d.b)) {
@@ -407,12 +419,14 @@ const canonicalFormat = "assent-record-1"
 // JSON Canonicalization Scheme (RFC 8785) — keys sorted, no white space, only
 // strings and booleans — so anyone can recompute a hash with any JCS library:
 //
-//	{"basis","choices":{purpose:state…},"country","dnt":bool,"email_digest",
+//	{"basis","choices":{purpose:state…},["confirms",]"country","dnt":bool,"email_digest",
 //	 "event","format":"assent-record-1","geo_db","gpc":bool,"id",
 //	 "ip_digest","locale","name_digest","notice_hash","notice_version",
 //	 "page_url","prev_hash","recorded_at","regime","site","source",
 //	 "user_agent_digest","visitor_id_digest","widget_build"}
 //
+// "confirms" (the id of the signup a double opt-in confirmation confirms) is
+// there only when set, so records without it hash as they always did.
 // recorded_at is RFC 3339 UTC with exactly nine fractional digits; digests
 // and prev_hash are lower-case hex, "" when the field (or the previous
 // record) is absent. hash = hex(SHA-256(canonical)).
@@ -462,6 +476,9 @@ func newTemplate(r *storedRecord) template {
 		b = jcsString(b, r.Choices[k])
 	}
 	b = append(b, '}')
+	if r.Confirms != "" {
+		str("confirms", r.Confirms)
+	}
 	str("country", r.Country)
 	boolean("dnt", r.DNT)
 	hexField("email_digest", r.digests.email)

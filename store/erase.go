@@ -291,7 +291,7 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 				}
 			}
 			for _, e := range p.emails {
-				if err := updateOptIn(tx, e, func(o *optIn) { o.PendingIP, o.ConfirmedIP = "", "" }); err != nil {
+				if err := eraseOptIn(tx, e); err != nil {
 					return err
 				}
 				if err := eraseOutbox(tx, e, s.now()); err != nil {
@@ -386,12 +386,12 @@ func updateOptIn(tx *bolt.Tx, subject []byte, change func(*optIn)) error {
 	if v == nil {
 		return nil
 	}
-	var o optIn
-	if err := json.Unmarshal(v, &o); err != nil {
-		return fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
+	d, err := parseOptIn(v)
+	if err != nil {
+		return err
 	}
-	change(&o)
-	if v, err := json.Marshal(o); err != nil {
+	change(&d.optIn)
+	if v, err := json.Marshal(d); err != nil {
 		return err
 	} else {
 		return b.Put(subject, v)

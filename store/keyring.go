@@ -242,15 +242,14 @@ const SystemActor = systemActor
 // now, as SetDoubleOptIn stores it.
 func OptInChange(old []byte, state, ip string, now time.Time) ([]byte, error) {
 	ip = truncateIPString(ip)
-	o := optIn{State: "none"}
-	if old != nil {
-		if err := json.Unmarshal(old, &o); err != nil {
-			return nil, fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
-		}
+	d, err := parseOptIn(old)
+	if err != nil {
+		return nil, err
 	}
+	o := &d.optIn
 	switch state {
 	case "none":
-		o = optIn{}
+		d = optInDoc{}
 	case "pending":
 		o.PendingAt, o.PendingIP = now.UTC(), ip
 	case "confirmed":
@@ -258,18 +257,21 @@ func OptInChange(old []byte, state, ip string, now time.Time) ([]byte, error) {
 	default:
 		return nil, invalid("double_opt_in", "%q is not one of none, pending, confirmed", state)
 	}
-	o.State = state
-	return json.Marshal(o)
+	d.State = state
+	return json.Marshal(d)
 }
 
 // OptInErased is a double-opt-in state after erasure: its addresses gone.
 func OptInErased(old []byte) ([]byte, error) {
-	var o optIn
-	if err := json.Unmarshal(old, &o); err != nil {
-		return nil, fmt.Errorf("%w: double-opt-in state: %v", ErrCorrupt, err)
+	d, err := parseOptIn(old)
+	if err != nil {
+		return nil, err
 	}
-	o.PendingIP, o.ConfirmedIP = "", ""
-	return json.Marshal(o)
+	d.PendingIP, d.ConfirmedIP = "", ""
+	for _, so := range d.Sites {
+		so.PendingIP, so.ConfirmedIP = "", ""
+	}
+	return json.Marshal(d)
 }
 
 // Match tells whether q selects r, apart from its time range and email,

@@ -63,7 +63,7 @@ type OutboxItem struct {
 	Payload json.RawMessage `json:"payload"` // what the sender needs, as JSON
 	State   string          `json:"state"`
 	// Attempts made so far; LastError and LastCode are the last failure's
-	// answer (an SMTP reply, an HTTP status code).
+	// answer (an SMTP reply, an HTTP status code), kept after a success.
 	Attempts      int       `json:"attempts"`
 	LastError     string    `json:"last_error,omitempty"`
 	LastCode      int       `json:"last_code,omitempty"`
@@ -93,6 +93,9 @@ type AppendOptions struct {
 	// the items to queue with it. It runs in the one writer goroutine while
 	// a commit is open: it must be quick and must not call the Store.
 	Outbox func(Record) ([]OutboxItem, error)
+	// OptIn "pending" marks a signup that waits for its double-opt-in
+	// confirmation (optin.go), in the same transaction.
+	OptIn string
 }
 
 // Outbox bucket layout (in outbox/):
@@ -365,7 +368,9 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 			return err
 		}
 		it.Attempts++
-		it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
+		if a.Err != "" { // a sent item keeps its last failure, for admins
+			it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
+		}
 		switch {
 		case a.Err == "":
 			it.State, it.DoneAt, it.NextAttemptAt = OutboxSent, now, time.Time{}

@@ -187,7 +187,7 @@ type SubjectState struct {
 	Email         string                       `json:"email"`
 	FirstSignupAt time.Time                    `json:"first_signup_at"`
 	LastChangeAt  time.Time                    `json:"last_change_at"`
-	DoubleOptIn   string                       `json:"double_opt_in"` // none, pending, confirmed
+	DoubleOptIn   string                       `json:"double_opt_in"` // none, pending, confirmed, expired
 	PendingAt     time.Time                    `json:"pending_at"`
 	ConfirmedAt   time.Time                    `json:"confirmed_at"`
 	PendingIP     string                       `json:"pending_ip"`
@@ -265,6 +265,21 @@ func subjectState(tx *bolt.Tx, email string, subject []byte, recs []Record) (Sub
 	return FoldSubject(email, recs, tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil)
 }
 
+// siteOptIn puts the person's double-opt-in state on site into st, where
+// the stored state has entries per site.
+func siteOptIn(st *SubjectState, v []byte, site string) error {
+	d, err := parseOptIn(v)
+	if err != nil || d.Sites == nil {
+		return err
+	}
+	so := d.Sites[site]
+	if so == nil {
+		so = &SiteOptIn{State: "none"}
+	}
+	st.DoubleOptIn, st.PendingAt, st.PendingIP, st.ConfirmedAt, st.ConfirmedIP = so.State, so.PendingAt, so.PendingIP, so.ConfirmedAt, so.ConfirmedIP
+	return nil
+}
+
 // FoldSubject folds a person's records, oldest first, their stored
 // double-opt-in state (JSON, or nil) and whether they are suppressed into
 // their state: each record's choices replace the states it names.
@@ -323,6 +338,9 @@ func SubjectRow(site string, q Query, all []Record, optInState []byte, suppresse
 	}
 	st, err = FoldSubject(email, recs, optInState, suppressed)
 	if err != nil {
+		return st, false, err
+	}
+	if err := siteOptIn(&st, optInState, site); err != nil {
 		return st, false, err
 	}
 	if q.Purpose != "" && st.Purposes[site][q.Purpose] != "granted" {

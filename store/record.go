@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -19,8 +20,8 @@ type Record struct {
 	ID            string            `json:"id"`
 	RecordedAt    time.Time         `json:"recorded_at"`
 	Site          string            `json:"site"`
-	Event         string            `json:"event"`  // grant, deny, partial, withdraw
-	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin
+	Event         string            `json:"event"`  // grant, deny, partial, withdraw, confirm
+	Source        string            `json:"source"` // banner, preferences, signup, unsubscribe, api, admin, double_opt_in
 	Basis         string            `json:"basis"`  // explicit, implied
 	Email         string            `json:"email"`
 	VisitorID     string            `json:"visitor_id"`
@@ -37,7 +38,8 @@ type Record struct {
 	UserAgent     string            `json:"user_agent"`
 	GPC           bool              `json:"gpc"`
 	DNT           bool              `json:"dnt"`
-	Name          string            `json:"name,omitempty"` // a signup's name: personal, erased too
+	Name          string            `json:"name,omitempty"`     // a signup's name: personal, erased too
+	Confirms      string            `json:"confirms,omitempty"` // a confirm record's signup id
 	PrevHash      string            `json:"prev_hash"`
 	Hash          string            `json:"hash"`
 	Erased        bool              `json:"erased,omitempty"`
@@ -87,6 +89,7 @@ type appendReq struct {
 	tmpl    template
 	body    []byte // encodeBody(&rec)
 	outbox  func(Record) ([]OutboxItem, error)
+	optIn   string // a double-opt-in step stored with the record (optin.go)
 	done    chan appendResult
 	// unsubscribe: store nothing when the subject's signup purposes on the
 	// site are already in the states this record sets (see Unsubscribe).
@@ -150,7 +153,10 @@ func (s *Store) Append(ctx context.Context, rec Record) (Record, error) {
 func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	rec.Erased = false
 	req := s.newAppendReq(ctx, rec, nil)
-	req.outbox = opts.Outbox
+	req.outbox, req.optIn = opts.Outbox, opts.OptIn
+	if req.optIn != "" && req.optIn != "pending" {
+		return Record{}, nil, invalid("double_opt_in", "AppendWith takes the step \"pending\"; Confirm makes \"confirmed\"")
+	}
 	res := s.enqueue(req)
 	return res.rec, res.outbox, res.err
 }
@@ -289,6 +295,14 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 			}
 			continue
 		}
+		if err := checkOptIn(tx, req); err != nil {
+			results[i].err = err
+			var ac *AlreadyConfirmedError
+			if errors.As(err, &ac) {
+				continue
+			}
+			return err
+		}
 		if req.unsubscribe && req.subject != nil {
 			last, done, err := alreadySet(tx, req)
 			if err != nil {
@@ -313,6 +327,9 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		}
 		s.lastNs = ns
 		results[i].rec = rec
+		if err := putOptIn(tx, req, rec); err != nil {
+			return err
+		}
 		if req.outbox == nil {
 			continue
 		}

@@ -67,6 +67,7 @@ type Site struct {
 	ConsentMode    ConsentModeOptions         `json:"consent_mode"`
 	OptInCountries []string                   `json:"opt_in_countries,omitempty"` // empty: the server's default list
 	RetentionDays  int                        `json:"retention_days"`             // 0: keep forever
+	DoubleOptIn    bool                       `json:"double_opt_in,omitempty"`    // signups get a confirmation mail
 	PolicyVersion  string                     `json:"policy_version"`
 	CreatedAt      time.Time                  `json:"created_at"`
 	UpdatedAt      time.Time                  `json:"updated_at"`

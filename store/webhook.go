@@ -27,6 +27,7 @@ type Webhooks interface {
 	DeleteWebhook(ctx context.Context, id string) error
 	EraseWith(ctx context.Context, actor string, ref SubjectRef, opts EraseOptions) (ErasureReport, []OutboxItem, error)
 	UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error)
+	ConfirmWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error)
 	OutboxRetry(ctx context.Context, id string) (OutboxItem, error)
 }
 

@@ -428,10 +428,10 @@ func (s *Service) deliver(ctx context.Context, it store.OutboxItem) {
 	case a.Err != "":
 		result = "failed"
 	}
-	s.deliveries.WithLabelValues(result).Inc()
 	if _, err := s.st.OutboxAttempt(context.WithoutCancel(ctx), it.ID, a); err != nil {
 		s.log.Error("webhook attempt not recorded", "delivery", it.ID, "err", err.Error())
 	}
+	s.deliveries.WithLabelValues(result).Inc()
 }
 
 // endpoint finds an endpoint in the cache, else (made by another

@@ -9,20 +9,23 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/assent/assent/geo"
+	"github.com/assent/assent/mail"
 	"github.com/assent/assent/server"
 	"github.com/assent/assent/store"
 )
 
 var serveFlags = []string{"addr", "data", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
-	"public-url", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
+	"public-url", "smtp", "mail-from", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
 
 // defaultGeoDB is where `make` puts the default country database.
 const defaultGeoDB = "geo-whois-asn-country.mmdb"
@@ -50,6 +53,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if cfg.Dev, err = f.bool("dev"); err != nil {
+		return err
+	}
+	if cfg.Mail, err = mailSender(f); err != nil {
 		return err
 	}
 	if cfg.WebhookAllowPrivate, err = f.bool("webhook-allow-private"); err != nil {
@@ -98,7 +104,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if cfg.Demo {
-		if err := ensureDemoSite(st, ln.Addr()); err != nil {
+		if err := ensureDemoSite(st, ln.Addr(), cfg.Mail != nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "demo page:     %s/\nadmin console: %s/admin/\n", base, base)
@@ -194,7 +200,9 @@ func demoUser(st *store.Store, stdout io.Writer) error {
 	return nil
 }
 
-func ensureDemoSite(st *store.Store, addr net.Addr) error {
+// ensureDemoSite keeps the demo site's origins on the listening port, and
+// turns double opt-in on when the server sends mail.
+func ensureDemoSite(st *store.Store, addr net.Addr, mail bool) error {
 	port := "8080"
 	if ta, ok := addr.(*net.TCPAddr); ok {
 		port = strconv.Itoa(ta.Port)
@@ -202,17 +210,49 @@ func ensureDemoSite(st *store.Store, addr net.Addr) error {
 	origins := []string{"http://localhost:" + port, "http://127.0.0.1:" + port}
 	site, err := st.Site("demo")
 	if errors.Is(err, store.ErrNotFound) {
-		_, err = st.CreateSite(server.DemoSite(origins))
+		site = server.DemoSite(origins)
+		site.DoubleOptIn = mail
+		_, err = st.CreateSite(site)
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	if fmt.Sprint(site.Origins) != fmt.Sprint(origins) {
-		site.Origins = origins
+	if fmt.Sprint(site.Origins) != fmt.Sprint(origins) || site.DoubleOptIn != mail {
+		site.Origins, site.DoubleOptIn = origins, mail
 		_, err = st.PutSite(site)
 	}
 	return err
+}
+
+// mailSender reads --smtp (or the file ASSENT_SMTP_FILE names, so the
+// password need not sit in the environment), --mail-from and --public-url.
+func mailSender(f *flags) (*mail.Sender, error) {
+	smtp := f.str("smtp")
+	if p := os.Getenv("ASSENT_SMTP_FILE"); smtp == "" && p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("ASSENT_SMTP_FILE: %w", err)
+		}
+		smtp = strings.TrimSpace(string(b))
+	}
+	if smtp == "" {
+		if f.str("mail-from") != "" {
+			return nil, usageError{"--mail-from needs --smtp"}
+		}
+		return nil, nil
+	}
+	if f.str("mail-from") == "" || f.str("public-url") == "" {
+		return nil, usageError{"--smtp needs --mail-from and --public-url (links in mails never come from a request's Host)"}
+	}
+	if u, err := url.Parse(f.str("public-url")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usageError{fmt.Sprintf("--public-url: want an http(s) URL such as https://consent.example.com, got %q", f.str("public-url"))}
+	}
+	s, err := mail.New(mail.Config{URL: smtp, From: f.str("mail-from")})
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return s, nil
 }
 
 func displayAddr(a net.Addr) string {

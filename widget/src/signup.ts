@@ -10,6 +10,14 @@ import { M, save } from './prefs'
 
 const st = (k: string) => tt('signup', k)
 
+// The signup texts that explain the server's error codes.
+const errorText: Record<string, string> = {
+  invalid_email: 'error_invalid_email',
+  rate_limited: 'error_rate_limited',
+  consent_required: 'required_hint',
+  suppressed: 'error_suppressed',
+}
+
 export const signupView = () => {
   const opt = optIn()
   return dialog(
@@ -45,15 +53,16 @@ export const submit = (f: HTMLFormElement) => {
   b.disabled = true
   call('/signups', body(ch, 'signup', { email: v('email'), name: v('name'), website: v('website') }))
     .then(([s, j]) => {
-      if (s != 201) throw j.error && j.error.message
+      if (s != 201) throw (j.error && j.error.code) || s
       M.su = 2
       save()
       f.textContent = ''
-      f.append(h('p', { role: 'status' }, st('success')), ...receiptButtons(j.id, j.receipt))
+      f.append(h('p', { role: 'status' }, st(j.double_opt_in == 'pending' ? 'pending' : 'success')), ...receiptButtons(j.id, j.receipt))
       ;(f.parentNode as HTMLElement).focus()
     })
-    .catch(m => {
-      er.textContent = typeof m == 'string' ? m : tt('error')
+    .catch(code => {
+      // The visitor reads their own language, never the server's English.
+      er.textContent = (typeof code == 'string' && st(errorText[code] || '')) || tt('error')
       b.disabled = false
     })
 }

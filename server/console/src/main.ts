@@ -9,10 +9,11 @@ import * as charts from './charts'
 import * as subjects from './subjects'
 import * as sites from './sites'
 import * as audit from './audit'
+import * as mail from './mail'
 import * as webhooks from './webhooks'
 import { Site } from './types'
 
-const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, webhooks }
+const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, mail, webhooks }
 const first = 'log'
 
 function signedIn(on: boolean) {
