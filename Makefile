@@ -4,7 +4,7 @@ GEO_PKG  := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
 GEO_DB   := data/geo-whois-asn-country.mmdb
 GO       ?= go
 
-.PHONY: run test bench build deps geodb chromium widget-deps mailpit lint clean
+.PHONY: run test bench build deps geodb chromium strace widget-deps mailpit lint clean
 
 build: bin/assent
 
@@ -29,6 +29,13 @@ chromium:
 	  echo "installing chromium from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# strace from Debian's packages: the fail-stop tests inject real I/O errors
+# (EIO, ENOSPC) into the running binary with it.
+strace:
+	@command -v strace >/dev/null || { \
+	  echo "installing strace from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; }
+
 # The widget's dev tools (TypeScript, axe-core), pinned by widget/package-lock.json.
 widget-deps: widget/node_modules/.installed
 widget/node_modules/.installed: widget/package.json widget/package-lock.json
@@ -42,7 +49,7 @@ mailpit: bin/mailpit
 bin/mailpit:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/axllent/mailpit@$(MAILPIT_VERSION)
 
-deps: geodb chromium widget-deps mailpit
+deps: geodb chromium strace widget-deps mailpit
 
 # The demo: Mailpit beside the server (stopped with it), double opt-in on
 # for the demo site, so a sign-up's confirmation mail shows in Mailpit.

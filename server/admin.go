@@ -162,7 +162,7 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err := s.audit(c, "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"email": state.Email, "state": state, "records": recs})
+	return c.JSON(http.StatusOK, map[string]any{"email": state.Email, "state": state, "records": recs, "report": store.Report(recs, state)})
 }
 
 // handleEraseSubject erases a person; the store writes the audit entry

@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/assent/assent/store"
 )
 
 // apiError builds the one error shape every /v1 response uses:
@@ -29,7 +31,12 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		return
 	}
 	var he *echo.HTTPError
-	if !errors.As(err, &he) {
+	if errors.Is(err, store.ErrUnavailable) {
+		// Logged once, when it happened (see New); not per request.
+		c.Response().Header().Set("Retry-After", "60")
+		he = apiError(http.StatusServiceUnavailable, "unavailable",
+			"the ledger stopped accepting writes after a storage failure; an operator must restart the server")
+	} else if !errors.As(err, &he) {
 		s.log.Error("request failed", "route", c.Path(), "err", err.Error())
 		he = apiError(http.StatusInternalServerError, "internal", "internal error")
 	}

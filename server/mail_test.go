@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/assent/assent/geo"
 	"github.com/assent/assent/mail"
 	"github.com/assent/assent/mail/mailpit"
 	"github.com/assent/assent/store"
@@ -213,6 +217,11 @@ func TestDoubleOptInMailAndConfirm(t *testing.T) {
 	if last := recs[len(recs)-1]; last.Event != "withdraw" || last.Source != "unsubscribe" || st.Purposes["news"]["newsletter"] != "denied" {
 		t.Fatalf("after one-click: %+v", last)
 	}
+	// Again (mail clients retry): 200, nothing new stored.
+	n := ts.count("news")
+	if r := ts.do(http.MethodPost, upath, "List-Unsubscribe=One-Click", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); r.StatusCode != 200 || ts.count("news") != n {
+		t.Errorf("a repeated one-click: %d, %d records (was %d)", r.StatusCode, ts.count("news"), n)
+	}
 	if r := ts.do(http.MethodPost, "/u/nonsense", "List-Unsubscribe=One-Click", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); r.StatusCode != 404 || r.errorCode() != "invalid_token" {
 		t.Errorf("one-click with a bad token: %d %s", r.StatusCode, r.body)
 	}
@@ -324,5 +333,60 @@ func TestDoubleOptInNeedsMail(t *testing.T) {
 	}
 	if r := ts.do(http.MethodGet, "/v1/admin/sites/shop/mail", nil, nil); r.StatusCode != 401 {
 		t.Errorf("mail list without a token: %d", r.StatusCode)
+	}
+}
+
+// TestConfirmLinkExpires: a link older than 7 days answers 410
+// token_expired (the page in the visitor's language), stores nothing, and
+// the signup's state becomes expired.
+func TestConfirmLinkExpires(t *testing.T) {
+	clock := struct {
+		sync.Mutex
+		t time.Time
+	}{t: time.Now()}
+	now := func() time.Time { clock.Lock(); defer clock.Unlock(); return clock.t }
+	st, err := store.Open(filepath.Join(t.TempDir(), "assent.db"), store.Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, err := geo.Open(testGeoDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, _ := mail.New(mail.Config{URL: "smtp://127.0.0.1:1?tls=none", From: "news@shop.example"})
+	srv, err := New(Config{PublicURL: publicURL, Mail: sender}, st, loc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); st.Close(); loc.Close() })
+	site := ExampleSite("news", nil)
+	site.DoubleOptIn = true
+	if _, err := st.CreateSite(site); err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t, url: hs.URL, st: st, srv: srv}
+	r := ts.do(http.MethodPost, "/v1/sites/news/signups", signupBody("old@example.org", "de"), nil)
+	var created struct{ ID string }
+	json.Unmarshal(r.body, &created)
+	token := st.ConfirmToken("news", created.ID)
+	clock.Lock()
+	clock.t = clock.t.Add(store.ConfirmTTL + time.Minute)
+	clock.Unlock()
+	before := ts.count("news")
+	if r := ts.do(http.MethodPost, "/v1/confirm", map[string]string{"token": token}, nil); r.StatusCode != 410 || r.errorCode() != "token_expired" {
+		t.Fatalf("expired link: %d %s", r.StatusCode, r.body)
+	}
+	page := ts.do(http.MethodPost, "/v1/confirm", "token="+url.QueryEscape(token), map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Accept-Language": "de"})
+	if page.StatusCode != 410 || !strings.Contains(string(page.body), "Dieser Bestätigungslink ist abgelaufen") {
+		t.Fatalf("expired link, form: %d %s", page.StatusCode, page.body)
+	}
+	if ts.count("news") != before {
+		t.Fatal("an expired link stored a record")
+	}
+	var state string
+	st.Subjects("news", store.Query{Email: "old@example.org"}, func(s store.SubjectState) error { state = s.DoubleOptIn; return nil })
+	if state != "expired" {
+		t.Fatalf("state %q, want expired", state)
 	}
 }

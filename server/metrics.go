@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -46,7 +47,7 @@ func newMetrics(st *store.Store) *metrics {
 				return 0
 			}
 			return 1
-		}))
+		}), writeFailed{st})
 	}
 	m.h = echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m
@@ -63,6 +64,26 @@ func (m *metrics) observe(route, method string, status int, d time.Duration) {
 }
 
 func (m *metrics) recorded(site, event string) { m.records.WithLabelValues(site, event).Inc() }
+
+// writeFailed is assent_ledger_write_failed: 1, with the errno as reason,
+// once a write or sync of the ledger failed and it stopped accepting writes
+// (store.FailedError); 0 before.
+type writeFailed struct{ st *store.Store }
+
+var writeFailedDesc = prometheus.NewDesc("assent_ledger_write_failed",
+	"1 after a write or sync of the ledger file failed: every write is refused (503) until the server is restarted.",
+	[]string{"reason"}, nil)
+
+func (w writeFailed) Describe(ch chan<- *prometheus.Desc) { ch <- writeFailedDesc }
+
+func (w writeFailed) Collect(ch chan<- prometheus.Metric) {
+	var fe *store.FailedError
+	if err := w.st.Failed(); errors.As(err, &fe) {
+		ch <- prometheus.MustNewConstMetric(writeFailedDesc, prometheus.GaugeValue, 1, fe.Reason())
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(writeFailedDesc, prometheus.GaugeValue, 0, "")
+}
 
 // mailCollector reads the mails per state from the ledger at each scrape,
 // so the figures are the ledger's, across restarts.

@@ -42,6 +42,8 @@ var routeDecisions = map[string]string{
 	"GET /v1/admin/sites/:site/mail":                         "viewer",
 	"GET /v1/admin/subjects":                                 "viewer",
 	"DELETE /v1/admin/subjects":                              "admin",
+	"POST /v1/admin/subjects/withdraw":                       "admin",
+	"POST /v1/admin/subjects/rectify":                        "admin",
 	"GET /v1/admin/notices/:hash":                            "viewer",
 	"GET /v1/admin/verify":                                   "viewer",
 	"GET /v1/admin/audit":                                    "viewer",

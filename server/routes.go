@@ -60,6 +60,8 @@ func (s *Server) routes() *echo.Echo {
 	read.GET("/sites/:site/mail", s.handleMailList)
 	read.GET("/subjects", s.handleSubject)
 	write.DELETE("/subjects", s.handleEraseSubject)
+	write.POST("/subjects/withdraw", s.handleWithdrawSubject, s.limitBody)
+	write.POST("/subjects/rectify", s.handleRectifySubject, s.limitBody)
 	read.GET("/notices/:hash", s.handleNotice)
 	read.GET("/verify", s.handleVerify)
 	read.GET("/audit", s.handleAudit)

@@ -9,6 +9,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -97,6 +98,17 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 	cons, err := newBuilt(consoleSource(cfg), cfg.Dev, log, buildConsoleAssets)
 	if err != nil {
 		return nil, err
+	}
+	if st != nil {
+		st.OnFail(func(err error) {
+			var fe *store.FailedError
+			reason := "other"
+			if errors.As(err, &fe) {
+				reason = fe.Reason()
+			}
+			log.Error("ledger write failed: refusing every write until restarted; on restart run `assent verify`",
+				"reason", reason, "err", err.Error())
+		})
 	}
 	s := &Server{
 		cfg:     cfg,

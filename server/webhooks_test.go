@@ -326,3 +326,24 @@ func TestHangingReceiverDoesNotDelayPublicAPI(t *testing.T) {
 		t.Fatalf("while the receiver hung: %d deliveries started, %d records stored", n, ts.count("shop"))
 	}
 }
+
+// A withdrawal an admin records for a person (asked by mail) reaches the
+// endpoint as consent.withdrawn.
+func TestWebhookAdminWithdraw(t *testing.T) {
+	ts := hookServer(t, nil)
+	rcv := newHookReceiver(t, nil)
+	ts.createHook(map[string]any{"url": rcv.URL, "events": []string{"consent.withdrawn"}})
+	if r := ts.do(http.MethodPost, "/v1/sites/shop/signups", `{"email":"bob@example.com","choices":{"newsletter":true}}`, nil); r.StatusCode != 201 {
+		t.Fatalf("signup: %d %s", r.StatusCode, r.body)
+	}
+	r := ts.admin(http.MethodPost, "/v1/admin/subjects/withdraw", map[string]any{"email": "bob@example.com", "reason": "asked by mail"})
+	if r.StatusCode != http.StatusCreated {
+		t.Fatalf("withdraw: %d %s", r.StatusCode, r.body)
+	}
+	poll(t, "the withdrawal event", func() bool { return len(rcv.types()) == 1 })
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if b := rcv.bodies[0]; !strings.Contains(b, `"type":"consent.withdrawn"`) || !strings.Contains(b, `"source":"admin"`) || !strings.Contains(b, `"email":"bob@example.com"`) {
+		t.Fatalf("event %s", b)
+	}
+}

@@ -23,7 +23,7 @@ const systemActor = "system"
 
 // Audit appends an entry. Detail must not hold personal data.
 func (s *Store) Audit(token, action, detail string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return putAudit(tx, s.now(), token, action, detail) })
+	return s.update(func(tx *bolt.Tx) error { return putAudit(tx, s.now(), token, action, detail) })
 }
 
 // putAudit appends an entry under a key of its time and the bucket's next

@@ -126,6 +126,10 @@ func decodeHead(v []byte) (chainHead, error) {
 // them: it is part of the proof (where consent was given) and is kept.
 type digests struct {
 	email, name, visitorID, ip, userAgent []byte // 32 bytes, or nil for an empty field
+	// newEmail is a rectify record's new address, digested as an email
+	// (field name "email"), so it equals that address's subject digest:
+	// the index links both addresses by it even after erasure. Not in list.
+	newEmail []byte
 }
 
 // personal names the fields that enter the hash only as digests and that
@@ -180,6 +184,7 @@ func (d *digester) digests(r *Record) digests {
 			*p, buf = sum[len(buf):len(sum):len(sum)], sum
 		}
 	}
+	ds.newEmail = d.sum(nil, "email", r.NewEmail)
 	return ds
 }
 
@@ -194,7 +199,9 @@ func (d *digester) digests(r *Record) digests {
 //	             notice_version notice_hash widget_build locale page_url ip
 //	             user_agent name, confirms (only with flag 16), uvarint count + (purpose, state) pairs in
 //	             increasing purpose order, the five personal digests (0 or 32
-//	             bytes each, order of personal), prev_hash (0 or 32), hash (32)
+//	             bytes each, order of personal), then reason (only with flag
+//	             32), new_email and its 32-byte digest (only with flag 64),
+//	             prev_hash (0 or 32), hash (32)
 //
 // The decoder accepts only what the encoder writes, so decode(encode(r)) is r.
 const (
@@ -204,6 +211,8 @@ const (
 	flagGPC       = 4
 	flagDNT       = 8
 	flagConfirms  = 16 // a double opt-in confirmation: the confirmed signup's id follows name
+	flagReason    = 32 // an admin's reason follows the digests (rights.go)
+	flagNewEmail  = 64 // a rectify record's new address and its digest follow
 )
 
 // storedRecord is a record as the ledger keeps it.
@@ -243,7 +252,13 @@ func encodeBody(r *storedRecord) []byte {
 	if r.Confirms != "" {
 		flags |= flagConfirms
 	}
-	size := 2 + len(r.Confirms) + len(personal)*(1+sha256.Size) + tail
+	if r.Reason != "" {
+		flags |= flagReason
+	}
+	if r.digests.newEmail != nil {
+		flags |= flagNewEmail
+	}
+	size := 2 + len(r.Confirms) + len(r.Reason) + len(r.NewEmail) + 2*(1+sha256.Size) + len(personal)*(1+sha256.Size) + tail
 	for _, s := range r.strings() {
 		size += 2 + len(*s)
 	}
@@ -265,6 +280,12 @@ func encodeBody(r *storedRecord) []byte {
 	}
 	for _, d := range r.digests.list() {
 		b = appendBytes(b, *d)
+	}
+	if r.Reason != "" {
+		b = appendString(b, r.Reason)
+	}
+	if r.digests.newEmail != nil {
+		b = appendBytes(appendString(b, r.NewEmail), r.digests.newEmail)
 	}
 	return b
 }
@@ -365,7 +386,7 @@ func decodeRecord(site string, id, val []byte) (*storedRecord, error) {
 			return nil, fmt.Errorf("%w: tombstone with flags %#x", errCodec, flags)
 		}
 	} else {
-		if flags&^(flagErased|flagGPC|flagDNT|flagConfirms) != 0 {
+		if flags&^(flagErased|flagGPC|flagDNT|flagConfirms|flagReason|flagNewEmail) != 0 {
 			return nil, fmt.Errorf("%w: unknown flags %#x", errCodec, flags)
 		}
 		for _, s := range r.strings() {
@@ -391,6 +412,15 @@ func decodeRecord(site string, id, val []byte) (*storedRecord, error) {
 		}
 		for _, p := range r.digests.list() {
 			*p = d.hashBytes(true)
+		}
+		if flags&flagReason != 0 {
+			if r.Reason = d.string(); r.Reason == "" && d.err == nil {
+				return nil, fmt.Errorf("%w: empty reason", errCodec)
+			}
+		}
+		if flags&flagNewEmail != 0 {
+			r.NewEmail = d.string()
+			r.digests.newEmail = d.hashBytes(false)
 		}
 	}
 	r.prevHash = d.hashBytes(true)
@@ -421,12 +451,16 @@ const canonicalFormat = "assent-record-1"
 //
 //	{"basis","choices":{purpose:state…},["confirms",]"country","dnt":bool,"email_digest",
 //	 "event","format":"assent-record-1","geo_db","gpc":bool,"id",
-//	 "ip_digest","locale","name_digest","notice_hash","notice_version",
-//	 "page_url","prev_hash","recorded_at","regime","site","source",
-//	 "user_agent_digest","visitor_id_digest","widget_build"}
+//	 "ip_digest","locale","name_digest",["new_email_digest",]"notice_hash",
+//	 "notice_version","page_url","prev_hash",["reason",]"recorded_at",
+//	 "regime","site","source","user_agent_digest","visitor_id_digest",
+//	 "widget_build"}
 //
-// "confirms" (the id of the signup a double opt-in confirmation confirms) is
-// there only when set, so records without it hash as they always did.
+// "new_email_digest" (a rectify record's new address) and "reason" (an
+// admin's reason for a withdrawal or rectification on request) are there
+// only when set, and so is "confirms" (the id of the signup a double
+// opt-in confirmation confirms): records without them hash as they always
+// did.
 // recorded_at is RFC 3339 UTC with exactly nine fractional digits; digests
 // and prev_hash are lower-case hex, "" when the field (or the previous
 // record) is absent. hash = hex(SHA-256(canonical)).
@@ -491,11 +525,17 @@ func newTemplate(r *storedRecord) template {
 	hexField("ip_digest", r.digests.ip)
 	str("locale", r.Locale)
 	hexField("name_digest", r.digests.name)
+	if r.digests.newEmail != nil {
+		hexField("new_email_digest", r.digests.newEmail)
+	}
 	str("notice_hash", r.NoticeHash)
 	str("notice_version", r.NoticeVersion)
 	str("page_url", r.PageURL)
 	field("prev_hash")
 	t.prevAt = len(b)
+	if r.Reason != "" {
+		str("reason", r.Reason)
+	}
 	field("recorded_at")
 	t.atAt = len(b)
 	str("regime", r.Regime)

@@ -170,9 +170,17 @@ func (s *Keyring) resolve(ref SubjectRef, ix personIndex) (*person, error) {
 			add(&p.emails, r.rec.digests.email)
 		}
 	}
-	for _, e := range slices.Clone(p.emails) {
-		if err := collect(bucketSubjects, e); err != nil {
+	// Each address leads, through the rectify records filed under it, to
+	// the address it was corrected from or to (rights.go).
+	for i := 0; i < len(p.emails); i++ {
+		if err := collect(bucketSubjects, p.emails[i]); err != nil {
 			return nil, err
+		}
+		for _, r := range p.records {
+			if r.rec.digests.newEmail != nil {
+				add(&p.emails, r.rec.digests.email)
+				add(&p.emails, r.rec.digests.newEmail)
+			}
 		}
 	}
 	for _, r := range slices.Clone(p.records) {
@@ -183,6 +191,9 @@ func (s *Keyring) resolve(ref SubjectRef, ix personIndex) (*person, error) {
 		}
 	}
 	slices.SortFunc(p.records, func(a, b personRecord) int { return bytes.Compare(a.id, b.id) })
+	if to := currentEmail(p.records); to != "" {
+		p.email = to
+	}
 	if p.email == "" {
 		for i := len(p.records) - 1; i >= 0 && p.email == ""; i-- {
 			p.email = p.records[i].rec.Email
@@ -267,7 +278,7 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 	var rep ErasureReport
 	var queued []OutboxItem
 	err := guard(func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
+		return s.update(func(tx *bolt.Tx) error {
 			queued = nil
 			p, err := s.resolve(tx, ref)
 			if err != nil {
@@ -369,7 +380,7 @@ func (s *Store) SetDoubleOptIn(email, state, ip string) error {
 		return invalid("double_opt_in", "%q is not one of none, pending, confirmed", state)
 	}
 	subject := s.subjectDigest(email)
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketOptIn).Get(subject) == nil {
 			if err := tx.Bucket(bucketOptIn).Put(subject, []byte(`{"state":"none"}`)); err != nil {
 				return err

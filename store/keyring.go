@@ -26,7 +26,9 @@ var (
 	// ErrNotSupported: the backend cannot do this (a backup of a PostgreSQL
 	// ledger is its own tools' job).
 	ErrNotSupported = errors.New("not supported by this ledger backend")
-	// ErrUnavailable: the database did not answer; nothing was stored.
+	// ErrUnavailable: the database did not answer, or (bbolt) a write or
+	// sync of the file failed and the ledger stopped acknowledging writes
+	// until restarted (see FailedError); nothing more is stored.
 	ErrUnavailable = errors.New("ledger database unavailable")
 )
 
@@ -162,7 +164,7 @@ func (s *StoredRecord) Erase() bool {
 		return false
 	}
 	s.r.Erased = true
-	s.r.Email, s.r.Name, s.r.VisitorID, s.r.IP, s.r.UserAgent = "", "", "", "", ""
+	s.r.Email, s.r.Name, s.r.VisitorID, s.r.IP, s.r.UserAgent, s.r.NewEmail = "", "", "", "", "", ""
 	return true
 }
 

@@ -54,6 +54,10 @@ type Ledger interface {
 
 	// Outbox: mails and webhook deliveries queued with their records.
 	Outbox
+	// Rights (rights.go), withdrawal and rectification on request, joins
+	// here once store/postgres implements it: its subject index must also
+	// file a rectify record under NewEmailDigest, and its signups export
+	// must follow rectify records as the bbolt one does.
 
 	Verify(ctx context.Context) (VerifyReport, error)
 	// Backup writes a consistent copy of the ledger, or ErrNotSupported

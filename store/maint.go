@@ -87,7 +87,7 @@ func (s *Store) purgeSite(site string, end []byte) (int, error) {
 	var next []byte
 	for {
 		n, more := 0, false
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := siteRecords(site)(tx)
 			if b == nil {
 				return nil
@@ -118,6 +118,11 @@ func (s *Store) purgeSite(site string, end []byte) (int, error) {
 				id, _ := parseID(r.ID)
 				if r.digests.email != nil {
 					if err := subjects.Delete(subjectKey(r.digests.email, id)); err != nil {
+						return err
+					}
+				}
+				if r.digests.newEmail != nil {
+					if err := subjects.Delete(subjectKey(r.digests.newEmail, id)); err != nil {
 						return err
 					}
 				}

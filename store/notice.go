@@ -20,7 +20,7 @@ func (s *Store) PutNotice(texts []byte) (string, error) {
 	if _, ok := s.notices.Load(name); ok {
 		return name, nil
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNotices)
 		if b.Get(sum[:]) != nil {
 			return nil

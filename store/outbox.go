@@ -352,7 +352,7 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 		return OutboxItem{}, err
 	}
 	var it OutboxItem
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -547,7 +547,7 @@ func (s *Store) OutboxCounts(ctx context.Context, kind string) (map[string]int, 
 // dropped by their Cap are left out.
 func (s *Store) Enqueue(ctx context.Context, items ...OutboxItem) ([]OutboxItem, error) {
 	var out []OutboxItem
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		out = out[:0]
 		o, err := openOutbox(tx)
 		if err != nil {

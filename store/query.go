@@ -239,6 +239,13 @@ func (s *Store) Lookup(ref SubjectRef) ([]Record, SubjectState, error) {
 			if len(p.emails) > 0 {
 				subject = p.emails[0]
 			}
+			// After a rectification the double opt-in state stays filed
+			// under the address that made it.
+			for _, d := range p.emails {
+				if tx.Bucket(bucketOptIn).Get(subject) == nil && tx.Bucket(bucketOptIn).Get(d) != nil {
+					subject = d
+				}
+			}
 			// The state is the address's, as in the signups export: the
 			// records that name it, not the banner choices of its browsers.
 			var own []Record
@@ -332,7 +339,7 @@ func SubjectRow(site string, q Query, all []Record, optInState []byte, suppresse
 		(q.Regime != "" && first.Regime != q.Regime) {
 		return st, false, nil
 	}
-	email := ""
+	email := rectifiedTo(all) // a corrected address is shown on every site
 	for i := len(recs) - 1; i >= 0 && email == ""; i-- {
 		email = recs[i].Email
 	}
@@ -362,6 +369,15 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 	var start, end []byte
 	if q.Email != "" {
 		start = s.subjectDigest(q.Email)
+		// An address corrected since is shown under its newest address.
+		err := s.db.View(func(tx *bolt.Tx) error {
+			_, _, current, err := linkedAddresses(tx, start)
+			start = current
+			return err
+		})
+		if err != nil {
+			return err
+		}
 		end = append(bytes.Clone(start), 0xff)
 	}
 	// Group the index by digest: each chunk ends at a digest boundary so a
@@ -394,7 +410,26 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 				if err != nil {
 					return err
 				}
-				st, ok, err := SubjectRow(site, q, all, tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil)
+				optInState, suppressed := tx.Bucket(bucketOptIn).Get(subject), tx.Bucket(bucketSuppression).Get(subject) != nil
+				if hasRectify(all) {
+					// One row per person, under their newest address, with
+					// the records of every address they had (rights.go).
+					linked, digests, current, err := linkedAddresses(tx, subject)
+					if err != nil {
+						return err
+					}
+					if !bytes.Equal(current, subject) {
+						continue
+					}
+					all = linked
+					for _, d := range digests {
+						if optInState == nil {
+							optInState = tx.Bucket(bucketOptIn).Get(d)
+						}
+						suppressed = suppressed || tx.Bucket(bucketSuppression).Get(d) != nil
+					}
+				}
+				st, ok, err := SubjectRow(site, q, all, optInState, suppressed)
 				if err != nil {
 					return err
 				}

@@ -40,10 +40,16 @@ type Record struct {
 	DNT           bool              `json:"dnt"`
 	Name          string            `json:"name,omitempty"`     // a signup's name: personal, erased too
 	Confirms      string            `json:"confirms,omitempty"` // a confirm record's signup id
-	PrevHash      string            `json:"prev_hash"`
-	Hash          string            `json:"hash"`
-	Erased        bool              `json:"erased,omitempty"`
-	Tombstone     bool              `json:"tombstone,omitempty"`
+	// Reason is why an admin recorded a withdrawal or a rectification on the
+	// person's request; it is proof and enters the hash in clear.
+	Reason string `json:"reason,omitempty"`
+	// NewEmail is the corrected address a rectify record links Email to:
+	// personal like Email (a digest in the hash, erased too).
+	NewEmail  string `json:"new_email,omitempty"`
+	PrevHash  string `json:"prev_hash"`
+	Hash      string `json:"hash"`
+	Erased    bool   `json:"erased,omitempty"`
+	Tombstone bool   `json:"tombstone,omitempty"`
 }
 
 // NormalizeEmail is the one way Assent normalises an address: trimmed and
@@ -94,6 +100,8 @@ type appendReq struct {
 	// unsubscribe: store nothing when the subject's signup purposes on the
 	// site are already in the states this record sets (see Unsubscribe).
 	unsubscribe bool
+	// rights: a withdrawal or rectification on request (rights.go), or nil.
+	rights *rightsReq
 }
 
 // eraseFields turns a prepared record into one stored already erased: the
@@ -101,7 +109,7 @@ type appendReq struct {
 func (req *appendReq) eraseFields() {
 	r := &req.rec
 	r.Erased = true
-	r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent = "", "", "", "", ""
+	r.Email, r.Name, r.VisitorID, r.IP, r.UserAgent, r.NewEmail = "", "", "", "", "", ""
 	req.body = encodeBody(r)
 }
 
@@ -168,7 +176,8 @@ func (s *Store) AppendWith(ctx context.Context, rec Record, opts AppendOptions) 
 func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) *appendReq {
 	rec.Email = NormalizeEmail(rec.Email)
 	rec.IP = truncateIPString(rec.IP)
-	for _, p := range rec.strings() {
+	rec.NewEmail = NormalizeEmail(rec.NewEmail)
+	for _, p := range append(rec.strings(), &rec.Reason, &rec.NewEmail) {
 		*p = strings.ToValidUTF8(*p, "\uFFFD")
 	}
 	choices := make(map[string]string, len(rec.Choices))
@@ -182,7 +191,7 @@ func (s *Keyring) newAppendReq(ctx context.Context, rec Record, subject []byte) 
 		// Only Unsubscribe appends erased records: the person was erased and
 		// is known by digest alone, so the record carries that digest and no
 		// personal field.
-		rec.Email, rec.Name, rec.VisitorID, rec.IP, rec.UserAgent = "", "", "", "", ""
+		rec.Email, rec.Name, rec.VisitorID, rec.IP, rec.UserAgent, rec.NewEmail = "", "", "", "", "", ""
 		req.rec.digests = digests{email: subject}
 	} else {
 		req.rec.digests = s.digester.digests(&rec)
@@ -224,7 +233,7 @@ func (s *Store) writer() {
 	defer s.writerW.Done()
 	batch := make([]*appendReq, 0, s.opts.maxBatch)
 	for req := range s.queue {
-		batch = append(batch[:0], req)
+		batch = req.withGroup(batch[:0])
 	fill:
 		for len(batch) < s.opts.maxBatch {
 			select {
@@ -232,7 +241,7 @@ func (s *Store) writer() {
 				if !ok {
 					break fill
 				}
-				batch = append(batch, r)
+				batch = r.withGroup(batch)
 			default:
 				break fill
 			}
@@ -268,13 +277,16 @@ func (s *Store) commit(batch []*appendReq) {
 }
 
 func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
+	if err := s.Failed(); err != nil {
+		return err
+	}
 	rnd := make([]byte, 8*len(batch))
 	if _, err := rand.Read(rnd); err != nil {
 		return err
 	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
-		return err
+		return s.failWith(err)
 	}
 	defer tx.Rollback()
 	w := newChainWriter(tx)
@@ -282,6 +294,10 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	var ob *outboxTx // opened by the first record with outbox items
 	for i, req := range batch {
 		if err := req.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		if done, err := req.checkRights(tx); err != nil || done {
 			results[i].err = err
 			continue
 		}
@@ -330,6 +346,9 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 		if err := putOptIn(tx, req, rec); err != nil {
 			return err
 		}
+		if err := req.auditRights(tx, s.now()); err != nil {
+			return err
+		}
 		if req.outbox == nil {
 			continue
 		}
@@ -367,7 +386,7 @@ func (s *Store) writeBatch(batch []*appendReq, results []appendResult) error {
 	if s.opts.DiscardCommits {
 		return nil // the deferred Rollback discards the batch
 	}
-	if err := tx.Commit(); err != nil {
+	if err := s.commitTx(tx); err != nil {
 		return err
 	}
 	if ob != nil && ob.dirty {
@@ -446,6 +465,13 @@ func (w *chainWriter) append(req *appendReq, id []byte) (Record, error) {
 	}
 	if req.subject != nil {
 		if err := w.subjects.Put(subjectKey(req.subject, id), []byte(r.Site)); err != nil {
+			return Record{}, err
+		}
+	}
+	if r.digests.newEmail != nil {
+		// A rectify record is filed under both addresses: the look-up of
+		// either finds it, and through it the other's records.
+		if err := w.subjects.Put(subjectKey(r.digests.newEmail, id), []byte(r.Site)); err != nil {
 			return Record{}, err
 		}
 	}

@@ -330,7 +330,7 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 	if err != nil {
 		return Site{}, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSites).Get([]byte(site.ID)) != nil {
 			return ErrSiteExists
 		}
@@ -345,7 +345,7 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 // PutSite replaces an existing site's config (see ChangeSite) and returns it
 // as stored; ErrNotFound for an unknown site.
 func (s *Store) PutSite(site Site) (Site, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		old, err := getSite(tx, site.ID)
 		if err != nil {
 			return err

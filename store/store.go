@@ -26,7 +26,9 @@
 //	visitors/             (schema 3)
 //	  <visitor_id digest 32 bytes><id 16 bytes>   site id: index of a visitor id's records
 //	optin/
-//	  <email digest 32 bytes>   double-opt-in state as JSON
+//	  <email digest 32 bytes>   double-opt-in state as JSON: the latest, and per site
+//	                            {"sites":{id:{state,signup_id,pending_at,pending_ip,
+//	                            confirm_id,confirmed_at,confirmed_ip}}} (optin.go)
 //	suppression/
 //	  <email or visitor_id digest 32 bytes>   {"at":…,"reason":…} for erased
 //	                      addresses and visitor ids: every later record naming
@@ -272,6 +274,8 @@ type Store struct {
 	batches, batched atomic.Uint64 // group commits made, records in them
 
 	outboxWake chan struct{} // see OutboxWake
+
+	fail failState // fail-stop after a failed write or sync (failstop.go)
 }
 
 // Open opens the ledger at path, creating it (mode 0600) and its buckets if
@@ -407,7 +411,7 @@ func (s *Store) prepare() error {
 			return s.loadKeys(tx)
 		})
 	} else {
-		err = s.db.Update(func(tx *bolt.Tx) error {
+		err = s.update(func(tx *bolt.Tx) error {
 			version, err := check(tx)
 			if err != nil {
 				return err
@@ -476,8 +480,12 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Ping reads the ledger once, for health checks.
+// Ping reads the ledger once, for health checks; after a failed write or
+// sync it returns the *FailedError.
 func (s *Store) Ping() error {
+	if err := s.Failed(); err != nil {
+		return err
+	}
 	return s.db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return ErrCorrupt

@@ -53,7 +53,7 @@ func (s *Store) CreateTokenRole(name string, role Role) (string, error) {
 		return "", err
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(secret)
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		if name == "" {
 			for n := b.Stats().KeyN + 1; ; n++ {
@@ -125,7 +125,7 @@ func (s *Store) Tokens() ([]Token, error) {
 // RevokeToken deletes a token by name, or gives ErrNotFound; the last
 // admin token or user gives ErrLastAdmin.
 func (s *Store) RevokeToken(name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		v := b.Get([]byte(name))
 		if v == nil {

@@ -57,7 +57,7 @@ func (s *Store) CreateUser(email string, role Role, password string) (User, erro
 	}
 	now := s.now().UTC()
 	u := storedUser{Role: role, Hash: hash, CreatedAt: now, PasswordChangedAt: now}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		if b.Get([]byte(e)) != nil {
 			return fmt.Errorf("user %q: %w", e, ErrExists)
@@ -110,7 +110,7 @@ func (s *Store) Users() ([]User, error) {
 // address gives ErrNotFound, the last admin ErrLastAdmin.
 func (s *Store) DeleteUser(email string) error {
 	e := NormalizeEmail(email)
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		v := b.Get([]byte(e))
 		if v == nil {
@@ -158,7 +158,7 @@ func (s *Store) SetPassword(email, password string) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		u, found, err := getUser(tx, e)
 		if err != nil {
 			return err
@@ -219,7 +219,7 @@ func (s *Store) NewSession(email string, ttl time.Duration) (string, Session, er
 	now := s.now().UTC()
 	ss := storedSession{Email: e, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	var role Role
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		u, found, err := getUser(tx, e)
 		if err != nil {
 			return err
@@ -272,7 +272,7 @@ func (s *Store) SessionFor(id string) (Session, bool) {
 
 // EndSession signs a session out; an unknown id is not an error.
 func (s *Store) EndSession(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Delete(sessionKey(id)) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Delete(sessionKey(id)) })
 }
 
 // endSessionsOf removes every session of one user.

@@ -161,6 +161,12 @@ func (s *Keyring) checkRecord(r *storedRecord, prev []byte, afterLive bool) stri
 			return personal[i] + " does not match its digest"
 		}
 	}
+	switch {
+	case r.Erased && r.NewEmail != "":
+		return "erased record still holds new_email"
+	case !r.Erased && r.digests.newEmail != nil && !bytes.Equal(r.digests.newEmail, s.digester.sum(nil, "email", r.NewEmail)):
+		return "new_email does not match its digest"
+	}
 	if !bytes.Equal(recordHash(r), r.hash) {
 		return "hash does not match the record's content"
 	}

@@ -85,7 +85,7 @@ func (s *Store) CreateWebhook(ctx context.Context, ep WebhookEndpoint) (WebhookE
 	if err != nil {
 		return WebhookEndpoint{}, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketWebhooks)
 		if b.Get([]byte(ep.ID)) != nil {
 			return ErrExists
@@ -132,7 +132,7 @@ func (s *Store) Webhook(ctx context.Context, id string) (WebhookEndpoint, error)
 // DeleteWebhook removes an endpoint; ErrNotFound for an unknown id. Its
 // deliveries stay listed; queued ones fail when their turn comes.
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketWebhooks)
 		if b.Get([]byte(id)) == nil {
 			return ErrNotFound
@@ -168,7 +168,7 @@ func (s *Store) OutboxRetry(ctx context.Context, id string) (OutboxItem, error) 
 		return OutboxItem{}, err
 	}
 	var it OutboxItem
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err

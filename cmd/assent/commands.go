@@ -19,12 +19,15 @@ import (
 )
 
 func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("subject", []string{"data", "server", "email", "visitor-id", "receipt"}, args, stderr)
+	f, err := flagsFor("subject", []string{"data", "server", "email", "visitor-id", "receipt", "site", "purpose", "new-email", "name", "reason"}, args, stderr)
 	if err != nil {
 		return err
 	}
+	if len(f.args) == 1 && (f.args[0] == "withdraw" || f.args[0] == "rectify") {
+		return subjectRights(ctx, f.args[0], f, stdout)
+	}
 	if len(f.args) != 1 || (f.args[0] != "show" && f.args[0] != "erase") {
-		return usageError{"want: assent subject show|erase --email ADDRESS | --visitor-id ID (show also --receipt RECORD-ID)"}
+		return usageError{"want: assent subject show|erase --email ADDRESS | --visitor-id ID (show also --receipt RECORD-ID), or subject withdraw|rectify"}
 	}
 	erase := f.args[0] == "erase"
 	ref := store.SubjectRef{Email: store.NormalizeEmail(f.str("email")), VisitorID: f.str("visitor-id"), RecordID: f.str("receipt")}
@@ -89,7 +92,7 @@ func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
-	return printJSON(stdout, map[string]any{"email": state.Email, "state": state, "records": recs})
+	return printJSON(stdout, map[string]any{"email": state.Email, "state": state, "records": recs, "report": store.Report(recs, state)})
 }
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {

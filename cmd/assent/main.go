@@ -22,6 +22,8 @@ Usage:
                  [--country-header NAME] [--rate-limit N] [--demo] [--dev]
   assent export  --site ID [--from T] [--to T] [--format csv|xlsx|jsonl] [-o FILE]
   assent subject show|erase --email ADDRESS | --visitor-id ID  (show also --receipt RECORD-ID)
+  assent subject withdraw --email ADDRESS [--site ID] [--purpose ID] --reason TEXT
+  assent subject rectify  --email OLD --new-email NEW [--name NAME] --reason TEXT
   assent verify
   assent backup  FILE
   assent token   create [--name NAME] [--role admin|viewer] | list | revoke NAME

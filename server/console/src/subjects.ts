@@ -3,6 +3,7 @@
 import { getJSON, q, request, saveBlob } from './api'
 import { $, Child, facts, say, table, time, today } from './dom'
 import { errorText } from './state'
+import { showRights } from './rights'
 import { ConsentRecord } from './types'
 
 interface SubjectAnswer {
@@ -59,6 +60,10 @@ async function lookup() {
       r.country, r.regime, r.notice_version, r.erased ? 'yes' : '', r.id]),
   )
   $('subject-result').hidden = false
+  showRights(current, email => {
+    ;($('s-email') as HTMLInputElement).value = email
+    lookup()
+  })
   ;($('s-erase') as HTMLButtonElement).disabled = false
   say(msg, recs.length ? `${recs.length} record${recs.length === 1 ? '' : 's'} found.` : 'No record about this address.')
 }
