@@ -153,9 +153,9 @@ func TestDoubleOptInWholePath(t *testing.T) {
 	if id := h["Message-Id"]; len(id) != 1 || !strings.HasSuffix(id[0], "@assent.localhost>") {
 		t.Errorf("Message-ID %q", id)
 	}
-	link := regexp.MustCompile(regexp.QuoteMeta(base) + `/c/[A-Za-z0-9_-]+`).FindString(m.Text)
-	if link == "" {
-		t.Fatalf("no confirmation link in %q", m.Text)
+	link := regexp.MustCompile(regexp.QuoteMeta(base) + `/c/[A-Za-z0-9_-]+(\?lang=de)?`).FindString(m.Text)
+	if !strings.HasSuffix(link, "?lang=de") {
+		t.Fatalf("no confirmation link in the signup's language in %q", m.Text)
 	}
 
 	records := func() []store.Record {
@@ -210,6 +210,15 @@ func TestDoubleOptInWholePath(t *testing.T) {
 	getJSON(t, base+"/v1/admin/verify", token, &v)
 	if !v.OK {
 		t.Error("the ledger does not verify")
+	}
+
+	// The admin sees the mail and its state in the console's Mail page.
+	do(t, ctx, chromedp.Navigate(base+"/admin/#mail"), chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), token+"\r"),
+		consoleWait(`document.querySelectorAll('#mail-table tbody tr').length === 1`))
+	cells := js[[]string](t, ctx, `[...document.querySelectorAll("#mail-table tbody td")].map(td => td.textContent)`)
+	if len(cells) < 4 || cells[1] != "jana@example.org" || cells[2] != "sent" || cells[3] != "1" {
+		t.Errorf("the console's mail row %q, want jana@example.org, sent, 1 attempt", cells)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,13 +40,25 @@ func (l *lockedBuffer) String() string {
 // injection and returns the command, its base URL and its stderr.
 func startUnderStrace(t *testing.T, l *liveBinary, inject string) (*exec.Cmd, string, *lockedBuffer) {
 	t.Helper()
+	return startStrace(t, l, "/dev/null", inject)
+}
+
+// startStrace runs `assent serve` under strace, its trace in traceFile,
+// with one option: "inject=…" or "trace=…".
+func startStrace(t *testing.T, l *liveBinary, traceFile, opt string) (*exec.Cmd, string, *lockedBuffer) {
+	t.Helper()
 	strace, err := exec.LookPath("strace")
 	if err != nil {
 		t.Fatalf("strace is missing: install it from Debian's packages (make test does)")
 	}
-	syscallName, _, _ := strings.Cut(strings.TrimPrefix(inject, "inject="), ":")
-	args := []string{"-f", "-qq", "-o", "/dev/null", "-e", "trace=" + syscallName, "-e", inject, l.bin,
-		"serve", "--addr", "127.0.0.1:0", "--data", l.data, "--geoip", geoDB(t), "--rate-limit", "0", "--log-level", "warn"}
+	syscallName, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(opt, "inject="), "trace="), ":")
+	// -P: only the calls on the ledger file are traced, and so injected.
+	args := []string{"-f", "-qq", "-o", traceFile, "-P", filepath.Join(l.data, "assent.db"), "-e", "trace=" + syscallName}
+	if strings.HasPrefix(opt, "inject=") {
+		args = append(args, "-e", opt)
+	}
+	args = append(args, l.bin, "serve", "--addr", "127.0.0.1:0", "--data", l.data, "--geoip", geoDB(t),
+		"--rate-limit", "0", "--log-level", "warn", "--geo-poll", "0", "--retention-every", "0")
 	cmd := exec.Command(strace, args...)
 	// Its own process group: killing it kills strace and the server.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -202,8 +202,13 @@ func (s *Server) handleBackup(c echo.Context) error {
 	h := c.Response().Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="assent-backup-%s.db"`, time.Now().UTC().Format("20060102T150405Z")))
-	c.Response().WriteHeader(http.StatusOK)
+	// The status goes out with the first bytes; a failure after them
+	// aborts the connection (errorHandler), so a client never takes a
+	// short copy for a whole one.
 	_, err := s.store.Backup(c.Response())
+	if err != nil && !c.Response().Committed {
+		c.Response().Header().Del("Content-Disposition")
+	}
 	return err
 }
 

@@ -23,7 +23,7 @@ var confirmPage = template.Must(template.New("c").Parse(`<!doctype html>
 </head><body><main>
 <h1>{{.Title}}</h1><p>{{.Text}}</p>
 {{if .Receipt}}<details><summary>{{.ReceiptLabel}}</summary><pre data-receipt style="white-space:pre-wrap;word-break:break-all">{{.Receipt}}</pre></details>{{end}}
-{{if .Token}}<form method="post" action="/v1/confirm"><input type="hidden" name="token" value="{{.Token}}"><button type="submit" data-assent-action="confirm">{{.Button}}</button></form>{{end}}
+{{if .Token}}<form method="post" action="/v1/confirm?lang={{.Lang}}"><input type="hidden" name="token" value="{{.Token}}"><button type="submit" data-assent-action="confirm">{{.Button}}</button></form>{{end}}
 </main></body></html>`))
 
 type confirmView struct {

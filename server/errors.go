@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -28,10 +29,24 @@ type errorDetail struct {
 // unexpected error is logged (without personal data) and answered 500.
 func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
-		return
+		// A stream (an export, a backup) failed after its status and
+		// part of its body went out: cut the connection rather than end
+		// the body cleanly, so the client sees a failed download instead
+		// of a short file that looks complete.
+		s.log.Error("response failed mid-stream; connection aborted", "route", c.Path(), "err", err.Error())
+		panic(http.ErrAbortHandler)
 	}
 	var he *echo.HTTPError
-	if errors.Is(err, store.ErrUnavailable) {
+	if errors.Is(err, store.ErrCorrupt) {
+		s.log.Error("ledger damaged", "route", c.Path(), "err", err.Error())
+		msg := "a damaged part of the ledger file could not be read; the operator must run `assent verify` and restore a backup"
+		if strings.HasPrefix(c.Path(), "/v1/admin/") {
+			// Admins get the detail: which record of which site (never
+			// personal data).
+			msg += ": " + err.Error()
+		}
+		he = apiError(http.StatusInternalServerError, "ledger_damaged", msg)
+	} else if errors.Is(err, store.ErrUnavailable) {
 		// Logged once, when it happened (see New); not per request.
 		c.Response().Header().Set("Retry-After", "60")
 		he = apiError(http.StatusServiceUnavailable, "unavailable",

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -173,7 +174,8 @@ func (s *Server) deliver(ctx context.Context, it store.OutboxItem) error {
 // Nothing personal but the To: no name, no IP, no tracking.
 func (s *Server) confirmationMail(site store.Site, p mailPayload, itemID string) mail.Message {
 	t := s.texts.forLocale(site, p.Locale)
-	link := s.publicURL() + "/c/" + s.store.ConfirmToken(site.ID, p.Signup)
+	// The page opens in the signup's language, whatever the browser says.
+	link := s.publicURL() + "/c/" + s.store.ConfirmToken(site.ID, p.Signup) + "?lang=" + url.QueryEscape(t.locale)
 	name := site.Name
 	if name == "" {
 		name = site.ID

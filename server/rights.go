@@ -27,7 +27,7 @@ func rightsError(err error) error {
 	case errors.Is(err, store.ErrSubjectExists):
 		return apiError(http.StatusConflict, "subject_exists", "the new address already has records: look it up first; two people cannot be merged by a rectification")
 	case errors.Is(err, store.ErrSuppressed):
-		return apiError(http.StatusConflict, "suppressed", err.Error()+": the address was erased and may not be used again")
+		return apiError(http.StatusConflict, "suppressed", err.Error()+": an erased address is never used again")
 	case errors.Is(err, store.ErrNotFound):
 		return apiError(http.StatusNotFound, "not_found", err.Error())
 	}

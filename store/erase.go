@@ -359,7 +359,7 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 func (s *Store) Suppressed(email string) (bool, error) {
 	subject := s.subjectDigest(email)
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		found = tx.Bucket(bucketSuppression).Get(subject) != nil
 		return nil
 	})

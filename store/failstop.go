@@ -129,3 +129,10 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 	}
 	return s.commitTx(tx)
 }
+
+// view is db.View that turns a panic or a memory fault while reading a
+// damaged page into ErrCorrupt (see guard), so one bad page fails the
+// request that reads it, not the process.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return guard(func() error { return s.db.View(fn) })
+}

@@ -16,7 +16,7 @@ import (
 // a ledger with Open.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
@@ -28,7 +28,7 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 // tombstones included), for metrics.
 func (s *Store) Counts() (map[string]int, error) {
 	counts := map[string]int{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChains).ForEach(func(k, v []byte) error {
 			h, err := decodeHead(v)
 			if err != nil {

@@ -41,7 +41,7 @@ func (s *Store) Notice(hash string) ([]byte, error) {
 		return nil, fmt.Errorf("notice %q: %w", hash, ErrNotFound)
 	}
 	var texts []byte
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketNotices).Get(sum)
 		if v == nil {
 			return ErrNotFound

@@ -188,7 +188,7 @@ func (s *Store) ConfirmWith(ctx context.Context, token string, meta Record, opts
 		return Record{}, nil, err
 	}
 	var signup *storedRecord
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords).Bucket([]byte(site))
 		if b == nil {
 			return ErrBadToken
@@ -213,7 +213,7 @@ func (s *Store) ConfirmWith(ctx context.Context, token string, meta Record, opts
 	if s.now().Sub(signup.RecordedAt) > ConfirmTTL {
 		// A link that expired is answered as such even after a later
 		// confirmation; the state changes only while it is pending.
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketOptIn)
 			v, err := OptInStep(b.Get(signup.digests.email), "expired", rec)
 			if err != nil || v == nil {

@@ -63,7 +63,7 @@ type OutboxItem struct {
 	Payload json.RawMessage `json:"payload"` // what the sender needs, as JSON
 	State   string          `json:"state"`
 	// Attempts made so far; LastError and LastCode are the last failure's
-	// answer (an SMTP reply, an HTTP status code), kept after a success.
+	// answer (an SMTP reply, an HTTP status code); a success clears them.
 	Attempts      int       `json:"attempts"`
 	LastError     string    `json:"last_error,omitempty"`
 	LastCode      int       `json:"last_code,omitempty"`
@@ -368,9 +368,7 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 			return err
 		}
 		it.Attempts++
-		if a.Err != "" { // a sent item keeps its last failure, for admins
-			it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
-		}
+		it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
 		switch {
 		case a.Err == "":
 			it.State, it.DoneAt, it.NextAttemptAt = OutboxSent, now, time.Time{}
@@ -405,7 +403,7 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 func (s *Store) OutboxDue(ctx context.Context, kind string, now time.Time, limit int) ([]OutboxItem, time.Time, error) {
 	var items []OutboxItem
 	var next time.Time
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -465,7 +463,7 @@ func (s *Store) OutboxList(ctx context.Context, q OutboxQuery) ([]OutboxItem, er
 		q.Limit = 100
 	}
 	var items []OutboxItem
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -515,7 +513,7 @@ func (s *Store) OutboxItemByID(ctx context.Context, id string) (OutboxItem, erro
 		return OutboxItem{}, err
 	}
 	var it OutboxItem
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err
@@ -529,7 +527,7 @@ func (s *Store) OutboxItemByID(ctx context.Context, id string) (OutboxItem, erro
 // OutboxCounts returns how many items of kind are in each state.
 func (s *Store) OutboxCounts(ctx context.Context, kind string) (map[string]int, error) {
 	out := map[string]int{OutboxQueued: 0, OutboxSent: 0, OutboxFailed: 0}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		o, err := openOutbox(tx)
 		if err != nil {
 			return err

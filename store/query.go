@@ -149,7 +149,7 @@ func (s *Keyring) subjectDigest(email string) []byte {
 // oldest first. A person has few records, so one transaction suffices.
 func (s *Store) subjectRecords(subject []byte) ([]Record, error) {
 	var recs []Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		recs, err = getSubjectRecords(tx, subject)
 		return err
@@ -223,7 +223,7 @@ func (s *Store) Lookup(ref SubjectRef) ([]Record, SubjectState, error) {
 	var recs []Record
 	var st SubjectState
 	err := guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error {
+		return s.view(func(tx *bolt.Tx) error {
 			p, err := s.resolve(tx, ref)
 			if err != nil {
 				return err
@@ -370,7 +370,7 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 	if q.Email != "" {
 		start = s.subjectDigest(q.Email)
 		// An address corrected since is shown under its newest address.
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			_, _, current, err := linkedAddresses(tx, start)
 			start = current
 			return err
@@ -387,7 +387,7 @@ func (s *Store) Subjects(site string, q Query, fn func(SubjectState) error) erro
 		var states []SubjectState
 		var resume []byte
 		visited := 0
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketSubjects).Cursor()
 			k, _ := c.First()
 			if start != nil {

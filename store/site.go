@@ -410,7 +410,7 @@ func nextPolicyVersion(v string) (string, error) {
 // Site returns one site's config, or ErrNotFound.
 func (s *Store) Site(id string) (Site, error) {
 	var site Site
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		site, err = getSite(tx, id)
 		return err
@@ -421,7 +421,7 @@ func (s *Store) Site(id string) (Site, error) {
 // Sites lists every site, ordered by id.
 func (s *Store) Sites() ([]Site, error) {
 	var sites []Site
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSites).ForEach(func(k, v []byte) error {
 			var site Site
 			if err := json.Unmarshal(v, &site); err != nil {

@@ -302,6 +302,11 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open ledger: %w", err)
 		}
 	}
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		// bbolt would make a new ledger in it (new keys, an empty chain):
+		// an emptied file is damage, not a fresh start.
+		return nil, fmt.Errorf("ledger %s: %w (the file is empty, 0 bytes: restore a backup, or move it away to start a new ledger)", path, ErrCorrupt)
+	}
 	db, err := openBolt(path, opts)
 	if err != nil {
 		return nil, err
@@ -400,7 +405,7 @@ func (s *Store) prepare() error {
 		return version, nil
 	}
 	if s.opts.ReadOnly {
-		err = s.db.View(func(tx *bolt.Tx) error {
+		err = s.view(func(tx *bolt.Tx) error {
 			version, err := check(tx)
 			if err != nil {
 				return err
@@ -432,7 +437,7 @@ func (s *Store) prepare() error {
 	if err != nil {
 		return err
 	}
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChains).ForEach(func(k, v []byte) error {
 			h, err := decodeHead(v)
 			if err != nil {
@@ -486,7 +491,7 @@ func (s *Store) Ping() error {
 	if err := s.Failed(); err != nil {
 		return err
 	}
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			return ErrCorrupt
 		}

@@ -94,7 +94,7 @@ func (s *Store) TokenFor(token string) (found Token, ok bool) {
 		return Token{}, false
 	}
 	want := []byte(tokenHash(token))
-	s.db.View(func(tx *bolt.Tx) error {
+	s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var t storedToken
 			if json.Unmarshal(v, &t) == nil && subtle.ConstantTimeCompare([]byte(t.Hash), want) == 1 {
@@ -109,7 +109,7 @@ func (s *Store) TokenFor(token string) (found Token, ok bool) {
 // Tokens lists the admin tokens by name.
 func (s *Store) Tokens() ([]Token, error) {
 	var tokens []Token
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var t storedToken
 			if err := json.Unmarshal(v, &t); err != nil {
@@ -141,7 +141,7 @@ func (s *Store) RevokeToken(name string) error {
 // TokenCount is the number of admin tokens (0 on a first run).
 func (s *Store) TokenCount() (int, error) {
 	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketTokens).Stats().KeyN
 		return nil
 	})

@@ -93,7 +93,7 @@ func getUser(tx *bolt.Tx, email string) (storedUser, bool, error) {
 // Users lists the console users by address.
 func (s *Store) Users() ([]User, error) {
 	var users []User
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			var u storedUser
 			if err := json.Unmarshal(v, &u); err != nil {
@@ -132,7 +132,7 @@ func (s *Store) CheckPassword(email, password string) (User, bool) {
 	e := NormalizeEmail(email)
 	var u storedUser
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		u, found, err = getUser(tx, e)
 		return err
@@ -251,7 +251,7 @@ func (s *Store) SessionFor(id string) (Session, bool) {
 	}
 	var out Session
 	ok := false
-	s.db.View(func(tx *bolt.Tx) error {
+	s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSessions).Get(sessionKey(id))
 		if v == nil {
 			return nil

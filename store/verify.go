@@ -33,7 +33,8 @@ type ChainHead struct {
 // hash; that its hash is the SHA-256 of its canonical encoding; that the
 // digests of its personal fields match the fields (or, once erased, that the
 // fields are empty); that tombstones only precede live records; and that the
-// chain ends at the head stored for the site with the stored count. A damaged
+// chain ends at the head stored for the site with the stored count; then
+// bbolt's consistency check of every page and bucket. A damaged
 // ledger is reported, not an error: the error is for a failure to read.
 // Records appended while Verify runs are not checked.
 func (s *Store) Verify() (VerifyReport, error) {
@@ -41,7 +42,7 @@ func (s *Store) Verify() (VerifyReport, error) {
 	heads := map[string]chainHead{}
 	var sites []string
 	err := guard(func() error {
-		return s.db.View(func(tx *bolt.Tx) error {
+		return s.view(func(tx *bolt.Tx) error {
 			err := tx.Bucket(bucketChains).ForEach(func(k, v []byte) error {
 				h, err := decodeHead(v)
 				if err != nil {
@@ -74,6 +75,21 @@ func (s *Store) Verify() (VerifyReport, error) {
 		if err := s.verifyChain(site, heads[site], &rep); err != nil {
 			return rep, err
 		}
+	}
+	if !rep.OK {
+		return rep, nil
+	}
+	// Then bbolt's own check of every page and bucket: page types, free
+	// and reachable pages, key order. A damaged index page that no chain
+	// walk reads is found here.
+	err = s.view(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			rep.fail("", "", "file structure: "+cerr.Error())
+		}
+		return nil
+	})
+	if err != nil {
+		rep.fail("", "", "file structure: "+err.Error())
 	}
 	return rep, nil
 }
