@@ -203,6 +203,8 @@ func TestAdminConsole(t *testing.T) {
 	// server's 422 message.
 	do(chromedp.Click(chromedp.CSS(`#nav a[href="#sites"]`)),
 		consoleWait(`document.getElementById('config').value.includes('"id": "shop"')`),
+		chromedp.Click(chromedp.ID("view-json")),
+		chromedp.WaitVisible(chromedp.ID("config")),
 		chromedp.SetValue(chromedp.ID("config"), `{"id":"shop","origins":["not an origin"],"purposes":[{"id":"analytics"}]}`),
 		chromedp.Click(chromedp.CSS(`#config-form button[type=submit]`)),
 		consoleWait(`document.getElementById('config-msg').textContent.includes('422')`))

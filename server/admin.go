@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/assent/assent/geo"
 	"github.com/assent/assent/store"
 )
 
@@ -300,4 +301,10 @@ func (s *Server) handleWhoami(c echo.Context) error {
 		kind = "user"
 	}
 	return c.JSON(http.StatusOK, map[string]string{"kind": kind, "name": a.Name, "role": string(a.Role), "csrf": a.CSRF})
+}
+
+// handleTexts gives the console the widget's built-in texts per language
+// (the placeholders of the site editor) and the default opt-in countries.
+func (s *Server) handleTexts(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{"texts": s.texts.builtin, "opt_in_countries": geo.DefaultOptIn})
 }

@@ -48,6 +48,7 @@ var routeDecisions = map[string]string{
 	"GET /v1/admin/verify":                                   "viewer",
 	"GET /v1/admin/audit":                                    "viewer",
 	"GET /v1/admin/whoami":                                   "viewer",
+	"GET /v1/admin/texts":                                    "viewer",
 	"GET /v1/admin/backup":                                   "admin",
 	"GET /v1/admin/tokens":                                   "admin",
 	"POST /v1/admin/tokens":                                  "admin",

@@ -66,6 +66,7 @@ func (s *Server) routes() *echo.Echo {
 	read.GET("/verify", s.handleVerify)
 	read.GET("/audit", s.handleAudit)
 	read.GET("/whoami", s.handleWhoami)
+	read.GET("/texts", s.handleTexts)
 	write.GET("/backup", s.handleBackup)
 	write.GET("/tokens", s.handleListTokens)
 	write.POST("/tokens", s.handleCreateToken, s.limitBody)

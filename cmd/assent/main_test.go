@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/assent/assent/store"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -166,5 +168,38 @@ func TestNoticeCommandPrintsTheExactBytes(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "notice", "--data", data, "sha256:"+strings.Repeat("0", 64)); code != 1 || !strings.Contains(stderr, "not found") {
 		t.Errorf("unknown notice: exit %d %q", code, stderr)
+	}
+}
+
+// The demo prints a console user and a password that signs in; the next
+// start prints a new one and the old one stops working.
+func TestDemoUserSignsIn(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "assent.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	password := func() string {
+		var out strings.Builder
+		if err := demoUser(st, &out); err != nil {
+			t.Fatal(err)
+		}
+		_, pw, ok := strings.Cut(strings.TrimSpace(out.String()), " with password ")
+		pw, _, _ = strings.Cut(pw, " ")
+		if !ok || !strings.Contains(out.String(), demoEmail) || len(pw) < store.MinPasswordLen {
+			t.Fatalf("printed %q", out.String())
+		}
+		return pw
+	}
+	first := password()
+	if u, ok := st.CheckPassword(demoEmail, first); !ok || u.Role != store.RoleAdmin {
+		t.Errorf("the printed password does not sign in: %+v %v", u, ok)
+	}
+	second := password()
+	if _, ok := st.CheckPassword(demoEmail, first); ok || second == first {
+		t.Error("the old demo password still works")
+	}
+	if _, ok := st.CheckPassword(demoEmail, second); !ok {
+		t.Error("the new demo password does not sign in")
 	}
 }

@@ -1,6 +1,9 @@
-// Calls to the admin API. The token lives in sessionStorage (this tab only)
-// and goes in the Authorization header; there is no cookie, so no CSRF, and
-// no token in any URL: downloads are fetched, then saved from a Blob.
+// Calls to the admin API. A console user is signed in by the HttpOnly
+// session cookie; every change also carries the session's CSRF token
+// (X-CSRF-Token), read from /v1/admin/whoami. Someone who signs in with an
+// API token instead keeps it in sessionStorage (this tab only) and sends it
+// in the Authorization header. No credential is ever in a URL: downloads
+// are fetched, then saved from a Blob.
 
 const KEY = 'assent-admin-token'
 
@@ -9,6 +12,16 @@ export const token = {
   set: (t: string) => sessionStorage.setItem(KEY, t.trim()),
   clear: () => sessionStorage.removeItem(KEY),
 }
+
+// who is signed in, as whoami answered.
+export interface Who {
+  kind: 'user' | 'token'
+  name: string
+  role: 'admin' | 'viewer'
+  csrf: string
+}
+
+export const session = { csrf: '' }
 
 export class ApiError extends Error {
   constructor(
@@ -30,13 +43,15 @@ export const onUnauthorized = (fn: (message: string) => void) => {
 // request resolves to a 2xx response; any other status rejects with the
 // server's JSON error as an ApiError.
 export async function request(method: string, path: string, body?: unknown): Promise<Response> {
-  const headers: Record<string, string> = { Authorization: 'Bearer ' + token.get() }
+  const headers: Record<string, string> = {}
+  if (token.get()) headers.Authorization = 'Bearer ' + token.get()
+  else if (method !== 'GET') headers['X-CSRF-Token'] = session.csrf
   let data: string | undefined
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json'
     data = typeof body === 'string' ? body : JSON.stringify(body)
   }
-  const r = await fetch(path, { method, headers, body: data, cache: 'no-store', credentials: 'omit' })
+  const r = await fetch(path, { method, headers, body: data, cache: 'no-store', credentials: 'same-origin' })
   if (r.ok) return r
   let code = 'error'
   let message = r.status + ' ' + r.statusText

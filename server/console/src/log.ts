@@ -1,8 +1,8 @@
 // The consent log: filters, pages and downloads of the consents and signups
 // exports. A page is the JSON Lines export with limit and after (the last
 // id of the page before); the previous pages' cursors are kept here.
-import { download, jsonl, q } from './api'
-import { $, Child, say, table, time } from './dom'
+import { download, getJSON, jsonl, q } from './api'
+import { $, Child, facts, h, say, table, time } from './dom'
 import { errorText, onSiteChange, sitePath, state } from './state'
 import { ConsentRecord } from './types'
 
@@ -48,7 +48,10 @@ async function load() {
     ['Recorded (UTC)', 'Event', 'Source', 'Basis', 'Email or visitor', 'Country', 'Regime', 'Notice', ...purposes, 'Page', 'Id'],
     recs.map(r => {
       const who: Child = r.email || r.visitor_id || (r.erased ? '(erased)' : '')
-      return [time(r.recorded_at), r.event, r.source, r.basis, who, r.country, r.regime, r.notice_version,
+      const notice: Child = r.notice_hash
+        ? h('button', { type: 'button', class: 'link', 'data-notice': r.notice_hash, 'aria-label': 'Show notice version ' + r.notice_version + ' of record ' + r.id }, r.notice_version)
+        : r.notice_version
+      return [time(r.recorded_at), r.event, r.source, r.basis, who, r.country, r.regime, notice,
         ...purposes.map(p => r.choices[p] || ''), r.page_url, r.id] as Child[]
     }),
     (_, col, v) => (col >= 8 && col < 8 + purposes.length ? String(v) : ''),
@@ -73,7 +76,39 @@ function fillPurposes() {
   sel.value = state.site && state.site.purposes.some(p => p.id === keep) ? keep : ''
 }
 
+// flatten lists a text tree's strings by their key paths.
+function flatten(prefix: string, v: unknown, out: [string, string][]) {
+  if (typeof v === 'string') out.push([prefix, v])
+  else if (v && typeof v === 'object') for (const k of Object.keys(v)) flatten(prefix ? prefix + '.' + k : k, (v as Record<string, unknown>)[k], out)
+}
+
+// showNotice opens the exact notice a record cites: what the person read.
+async function showNotice(hash: string, opener: HTMLElement) {
+  const msg = $('log-msg')
+  let doc: Record<string, unknown>
+  try {
+    doc = await getJSON<Record<string, unknown>>('/v1/admin/notices/' + hash) // sha256:hex, nothing to escape
+  } catch (e) {
+    say(msg, 'The notice could not be read: ' + errorText(e), 'error')
+    return
+  }
+  const items: [string, string][] = []
+  flatten('', doc.texts, items)
+  $('notice-meta').textContent = `Language ${doc.locale || '?'}, policy version ${doc.policy_version || '?'}, ${hash}`
+  facts($('notice-facts'), items)
+  $('notice-json').textContent = JSON.stringify(doc, null, 2)
+  const d = $<HTMLDialogElement>('notice-dialog')
+  d.showModal()
+  $('notice-close').focus()
+  d.addEventListener('close', () => opener.focus(), { once: true })
+}
+
 export function init() {
+  $('log-table').addEventListener('click', e => {
+    const b = (e.target as Element).closest<HTMLElement>('[data-notice]')
+    if (b) showNotice(b.dataset.notice!, b)
+  })
+  $('notice-close').addEventListener('click', () => $<HTMLDialogElement>('notice-dialog').close())
   $('log-filters').addEventListener('submit', e => {
     e.preventDefault()
     cursors = ['']

@@ -1,5 +1,5 @@
 // What every section shares: the sites and the one chosen in the header.
-import { getJSON } from './api'
+import { getJSON, Who } from './api'
 import { $, h } from './dom'
 import { Site } from './types'
 
@@ -8,7 +8,11 @@ const SITE_KEY = 'assent-admin-site'
 export const state = {
   sites: [] as Site[],
   site: null as Site | null,
+  who: null as Who | null,
 }
+
+// isAdmin: may this person change things (the server checks it too).
+export const isAdmin = () => state.who !== null && state.who.role === 'admin'
 
 const listeners: (() => void)[] = []
 
