@@ -144,6 +144,10 @@ func TestConsoleWalkthrough(t *testing.T) {
 		t.Errorf("stored site %+v texts %s", site.Purposes, site.Texts["de"])
 	}
 
+	if site.DoubleOptIn {
+		t.Error("double opt-in is on though its box was not ticked")
+	}
+
 	// The embed code, copied into a page of the shop.
 	snippet := consoleEval[string](t, ctx, `document.getElementById('snippet').value`)
 	if !strings.Contains(snippet, e.api+"/w/laden/consent-mode.js") || !strings.Contains(snippet, `<script src="`+e.api+`/w/laden.js" async></script>`) {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -266,5 +267,59 @@ func TestErasureCoversThePerson(t *testing.T) {
 	l.stop()
 	if out, err := exec.Command(l.bin, "verify", "--data", l.data).CombinedOutput(); err != nil {
 		t.Fatalf("verify: %v %s", err, out)
+	}
+}
+
+// After an erasure, copies of the address were readable in the ledger's
+// free pages and in a backup taken after it. A backup made after the
+// erasure holds none; the ledger file holds none after `assent compact`.
+func TestErasedBytesLeaveTheFile(t *testing.T) {
+	l := startLive(t)
+	const addr = "erased.person@example.org"
+	for i := 0; i < 40; i++ { // signups and changes: many page versions hold the address
+		code, b := l.call(http.MethodPost, "/v1/sites/shop/signups", map[string]any{
+			"email": addr, "name": "Erased Person", "visitor_id": "v_erased", "choices": map[string]bool{"newsletter": true, "analytics": i%2 == 0}}, false)
+		if code != http.StatusCreated {
+			t.Fatalf("signup: %d %s", code, b)
+		}
+		l.call(http.MethodPost, "/v1/sites/shop/signups", map[string]any{
+			"email": fmt.Sprintf("other%02d@example.org", i), "choices": map[string]bool{"newsletter": true}}, false)
+	}
+	if code, b := l.call(http.MethodDelete, "/v1/admin/subjects?email="+addr, nil, true); code != 200 {
+		t.Fatalf("erase: %d %s", code, b)
+	}
+	code, backup := l.call(http.MethodGet, "/v1/admin/backup", nil, true)
+	if code != 200 || len(backup) == 0 {
+		t.Fatalf("backup: %d", code)
+	}
+	for _, clear := range []string{addr, "Erased Person", "v_erased"} {
+		if n := bytes.Count(backup, []byte(clear)); n != 0 {
+			t.Errorf("a backup taken after the erasure holds %d copies of %q", n, clear)
+		}
+	}
+	if !bytes.Contains(backup, []byte("other07@example.org")) {
+		t.Errorf("the backup lacks live data")
+	}
+	l.stop()
+	path := l.data + "/assent.db"
+	raw, _ := os.ReadFile(path)
+	t.Logf("before compact: %d copies of the address in the file's free pages", bytes.Count(raw, []byte(addr)))
+	if out, err := exec.Command(l.bin, "compact", "--data", l.data).CombinedOutput(); err != nil {
+		t.Fatalf("compact: %v %s", err, out)
+	}
+	raw, _ = os.ReadFile(path)
+	for _, clear := range []string{addr, "Erased Person", "v_erased"} {
+		if n := bytes.Count(raw, []byte(clear)); n != 0 {
+			t.Errorf("the ledger holds %d copies of %q after compact", n, clear)
+		}
+	}
+	if out, err := exec.Command(l.bin, "verify", "--data", l.data).CombinedOutput(); err != nil {
+		t.Fatalf("verify after compact: %v %s", err, out)
+	}
+	// The compacted ledger serves, and the erased person stays erased.
+	l.start()
+	if code, b := l.call(http.MethodPost, "/v1/sites/shop/signups", map[string]any{
+		"email": addr, "choices": map[string]bool{"newsletter": true}}, false); code != http.StatusConflict {
+		t.Errorf("signup after compact: %d %s, want 409", code, b)
 	}
 }

@@ -6,22 +6,98 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// Backup writes a consistent copy of the whole ledger file to w while
-// writes go on (bbolt Tx.WriteTo in a read transaction). The copy opens as
-// a ledger with Open.
+// Backup writes a consistent copy of the whole ledger to w while writes go
+// on. The copy is compacted (bbolt Compact, in one read transaction, into a
+// temporary file beside the ledger that is removed afterwards): it holds
+// the live data only, never the free pages, so data erased before the
+// backup is not in it. The copy opens as a ledger with Open.
 func (s *Store) Backup(w io.Writer) (int64, error) {
-	var n int64
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
+	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".assent-backup-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp.Name())
+	tmp.Close()
+	if err := s.compactTo(tmp.Name()); err != nil {
+		return 0, err
+	}
+	f, err := os.Open(tmp.Name())
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return io.Copy(w, f)
+}
+
+// compactTo writes a compacted copy of the ledger to path (which may exist
+// empty) and syncs it.
+func (s *Store) compactTo(path string) error {
+	os.Remove(path) // bbolt makes its own file
+	dst, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
 		return err
-	})
-	return n, err
+	}
+	err = guard(func() error { return bolt.Compact(dst, s.db, 1<<20) })
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Compact rewrites the ledger at path (which no process may hold) without
+// its free pages: bbolt keeps the old versions of changed pages, an
+// erased person's address among them, in free pages until they are reused;
+// a compacted file holds only live data. The copy is written beside the
+// file, synced, checked and renamed over it. It returns the sizes before
+// and after.
+func Compact(path string) (before, after int64, err error) {
+	s, err := Open(path, Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		s.Close()
+		return 0, 0, err
+	}
+	before = fi.Size()
+	tmp := path + ".compact"
+	err = s.compactTo(tmp)
+	if err == nil {
+		var c *Store
+		if c, err = Open(tmp, Options{ReadOnly: true}); err == nil {
+			var rep VerifyReport
+			rep, err = c.Verify()
+			c.Close()
+			if err == nil && !rep.OK {
+				err = fmt.Errorf("compacted copy does not verify: %s", rep.Reason)
+			}
+		}
+	}
+	s.Close() // releases the lock; the rename follows at once
+	if err != nil {
+		os.Remove(tmp)
+		return before, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return before, 0, err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	if fi, err = os.Stat(path); err != nil {
+		return before, 0, err
+	}
+	return before, fi.Size(), nil
 }
 
 // Counts returns each site's number of records (its chain length,

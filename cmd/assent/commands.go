@@ -381,3 +381,22 @@ func cmdNotice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	_, err = stdout.Write(doc)
 	return err
 }
+
+// cmdCompact rewrites a stopped ledger without its free pages, where bbolt
+// keeps old versions of changed pages (erased data among them).
+func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("compact", []string{"data"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) != 0 {
+		return usageError{"want: assent compact [--data DIR] (on a stopped ledger)"}
+	}
+	path := filepath.Join(f.str("data"), "assent.db")
+	before, after, err := store.Compact(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "compacted %s: %d -> %d bytes\n", path, before, after)
+	return nil
+}

@@ -26,6 +26,7 @@ Usage:
   assent subject rectify  --email OLD --new-email NEW [--name NAME] --reason TEXT
   assent verify
   assent backup  FILE
+  assent compact                     (a stopped ledger: drops free pages, erased data with them)
   assent token   create [--name NAME] [--role admin|viewer] | list | revoke NAME
   assent user    create --email E [--role admin|viewer] | list | delete E
                  (the password from ASSENT_PASSWORD, else asked on the terminal)
@@ -61,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"subject": cmdSubject,
 		"verify":  cmdVerify,
 		"backup":  cmdBackup,
+		"compact": cmdCompact,
 		"token":   cmdToken,
 		"user":    cmdUser,
 		"site":    cmdSite,

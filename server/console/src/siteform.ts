@@ -303,6 +303,7 @@ export function load(site: Site | null) {
   setVal('sf-position', theme.position || 'bar-bottom')
   setVal('sf-brand', expand(theme.brand || '#0b57d0'))
   $<HTMLInputElement>('sf-signup').checked = (s.modes || []).indexOf('signup') >= 0
+  $<HTMLInputElement>('sf-doi').checked = !!s.double_opt_in
   const tr = s.signup_triggers || {}
   setVal('sf-after', tr.after_seconds || 0)
   setVal('sf-selector', tr.selector || '')
@@ -344,6 +345,8 @@ export function read(): Site {
   if (!modes.length) modes.push('banner')
   if (checked('sf-signup')) modes.push('signup')
   s.modes = modes
+  if (checked('sf-doi')) s.double_opt_in = true
+  else delete s.double_opt_in
   const cleaned: Record<string, TextTree> = {}
   for (const l of Object.keys(texts)) {
     const t = prune(texts[l])
@@ -397,7 +400,7 @@ export function showServerError(message: string): boolean {
 }
 
 export function init() {
-  for (const id of ['sf-id', 'sf-name', 'sf-origins', 'sf-scheme', 'sf-position', 'sf-brand', 'sf-signup', 'sf-after',
+  for (const id of ['sf-id', 'sf-name', 'sf-origins', 'sf-scheme', 'sf-position', 'sf-brand', 'sf-signup', 'sf-doi', 'sf-after',
     'sf-selector', 'sf-exit', 'sf-retention', 'sf-countries']) {
     $(id).addEventListener('input', () => changed())
     $(id).addEventListener('change', () => changed())
