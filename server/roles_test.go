@@ -17,6 +17,7 @@ import (
 // a route decides here, and in routes.go, who may call it.
 var routeDecisions = map[string]string{
 	"GET /w/:script":                                         "public",
+	"GET /w/:site/consent-mode.js":                           "public",
 	"GET /v1/sites/:site/decision":                           "public",
 	"POST /v1/sites/:site/consents":                          "public",
 	"POST /v1/sites/:site/signups":                           "public",
@@ -40,6 +41,7 @@ var routeDecisions = map[string]string{
 	"GET /v1/admin/sites/:site/consents":                     "viewer",
 	"GET /v1/admin/sites/:site/signups":                      "viewer",
 	"GET /v1/admin/sites/:site/mail":                         "viewer",
+	"GET /v1/admin/sites/:site/rejected-origins":             "viewer",
 	"GET /v1/admin/subjects":                                 "viewer",
 	"DELETE /v1/admin/subjects":                              "admin",
 	"POST /v1/admin/subjects/withdraw":                       "admin",

@@ -25,6 +25,7 @@ func (s *Server) routes() *echo.Echo {
 
 	// Visitors' browsers: the widget and the public API.
 	e.GET("/w/:script", s.handleWidget)
+	e.GET("/w/:site/consent-mode.js", s.handleConsentModeStub)
 	e.GET("/v1/sites/:site/decision", s.handleDecision, cors)
 	writes := e.Group("/v1/sites/:site", s.limitBody, s.rateLimit)
 	writes.POST("/consents", s.handleConsent)
@@ -57,6 +58,7 @@ func (s *Server) routes() *echo.Echo {
 	write.PUT("/sites/:site", s.handlePutSite, s.limitBody)
 	read.GET("/sites/:site/consents", s.handleExportConsents)
 	read.GET("/sites/:site/signups", s.handleExportSignups)
+	read.GET("/sites/:site/rejected-origins", s.handleRejectedOrigins)
 	read.GET("/sites/:site/mail", s.handleMailList)
 	read.GET("/subjects", s.handleSubject)
 	write.DELETE("/subjects", s.handleEraseSubject)

@@ -71,6 +71,8 @@ type Server struct {
 
 	routeRoles map[string]store.Role // "METHOD /path" of each admin route -> least role
 	logins     *loginLimiter
+	// rejected counts refused origins per site (in memory; see origins.go).
+	rejected *rejectedOrigins
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -123,6 +125,7 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 
 		routeRoles: map[string]store.Role{},
 		logins:     newLoginLimiter(),
+		rejected:   newRejectedOrigins(),
 	}
 	if s.hooks, err = webhook.New(context.Background(), st, webhook.Options{
 		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.WebhookSchedule,
@@ -266,7 +269,8 @@ func (b *built[T]) get() T {
 // bundles keeps the built widget and, per site, the served script with its
 // compressed forms and ETag, made once per site version and widget build.
 type bundles struct {
-	w *built[build.Bundle]
+	w    *built[build.Bundle]
+	stub *built[build.Bundle] // the Consent Mode stub
 
 	mu      sync.Mutex
 	perSite map[string]*servedScript
@@ -277,7 +281,11 @@ func newBundles(src fs.FS, dev bool, log *slog.Logger) (*bundles, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bundles{w: w, perSite: map[string]*servedScript{}}, nil
+	stub, err := newBuilt(src, dev, log, build.ConsentModeStub)
+	if err != nil {
+		return nil, err
+	}
+	return &bundles{w: w, stub: stub, perSite: map[string]*servedScript{}}, nil
 }
 
 func (b *bundles) widget() build.Bundle { return b.w.get() }

@@ -252,6 +252,9 @@ func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
+		if err := store.CheckSiteKeys(b); err != nil {
+			return fmt.Errorf("%s: %v", f.str("file"), err)
+		}
 		if err := json.Unmarshal(b, &site); err != nil {
 			return fmt.Errorf("%s: not a site config: %v", f.str("file"), err)
 		}
