@@ -90,6 +90,10 @@ func (e *env) proxy(t testing.TB, target string) string {
 type envOptions struct {
 	rateLimit float64
 	demo      bool
+	// webhooks: webhook endpoints on loopback allowed, and this retry
+	// schedule (nil = the real one)
+	webhooks        bool
+	webhookSchedule []time.Duration
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -108,6 +112,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		RateLimit:      opts.rateLimit,
 		Demo:           opts.demo,
+
+		WebhookAllowPrivate: opts.webhooks,
+		WebhookSchedule:     opts.webhookSchedule,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(cfg, store.Bolt(st), loc, log)

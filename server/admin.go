@@ -187,10 +187,11 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(c.Request().Context(), actorOf(c).auditName(), ref)
+	rep, queued, err := s.store.EraseWith(c.Request().Context(), actorOf(c).auditName(), ref, s.hooks.EraseOptions())
 	if err != nil {
 		return subjectError(err)
 	}
+	s.hooks.Queued(queued)
 	return c.JSON(http.StatusOK, rep)
 }
 

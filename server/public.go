@@ -210,19 +210,20 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		UserAgent: truncate(r.UserAgent(), 512), GPC: gpc, DNT: r.Header.Get("DNT") == "1",
 	}
 	doi := signup && site.DoubleOptIn
+	var opts store.AppendOptions
 	if doi {
 		// The signup, its pending state and its confirmation mail are
 		// committed together: a crash after the 201 still sends the mail.
-		rec, _, err = s.store.AppendWith(r.Context(), rec, store.AppendOptions{OptIn: "pending", Outbox: s.confirmationItems})
-	} else {
-		rec, err = s.store.Append(r.Context(), rec)
+		opts = store.AppendOptions{OptIn: "pending", Outbox: s.confirmationItems}
 	}
+	rec, queued, err := s.store.AppendWith(r.Context(), rec, s.withHooks(c, opts))
 	if errors.Is(err, store.ErrSuppressed) {
 		return apiError(http.StatusConflict, "suppressed", "this address asked to be erased and cannot be signed up again here; the site owner can help")
 	}
 	if err != nil {
 		return err
 	}
+	s.hooks.Queued(queued)
 	s.met.recorded(site.ID, rec.Event)
 	return s.answerRecord(c, site, rec, signup, doi)
 }
@@ -484,13 +485,14 @@ func (s *Server) handleUnsubscribe(c echo.Context) error {
 		token = req.Token
 	}
 	meta := store.Record{IP: store.TruncateIP(s.clientAddr(r)), UserAgent: truncate(r.UserAgent(), 512), WidgetBuild: s.WidgetBuild(), GeoDB: s.geo.BuildDate()}
-	rec, err := s.store.Unsubscribe(r.Context(), token, meta)
+	rec, queued, err := s.store.UnsubscribeWith(r.Context(), token, meta, s.withHooks(c, store.AppendOptions{}))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrBadToken) {
 		return apiError(http.StatusNotFound, "invalid_token", "this unsubscribe token is not valid")
 	}
 	if err != nil {
 		return err
 	}
+	s.hooks.Queued(queued)
 	at := rec.RecordedAt.UTC().Format(rfc3339Nano)
 	if form {
 		var b bytes.Buffer

@@ -76,6 +76,14 @@ func (s *Server) routes() *echo.Echo {
 	write.GET("/users", s.handleListUsers)
 	write.POST("/users", s.handleCreateUser, s.limitBody)
 	write.DELETE("/users/:email", s.handleDeleteUser)
+	// Webhooks are admin-only, the deliveries list too: it is how the
+	// endpoints are run, not part of the consent log a viewer reads.
+	write.GET("/webhooks", s.handleListWebhooks)
+	write.POST("/webhooks", s.handleCreateWebhook, s.limitBody)
+	write.DELETE("/webhooks/:id", s.handleDeleteWebhook)
+	write.GET("/webhooks/:id/deliveries", s.handleWebhookDeliveries)
+	write.POST("/webhooks/:id/test", s.handleTestWebhook)
+	write.POST("/webhooks/:id/deliveries/:delivery/retry", s.handleRetryDelivery)
 
 	// Admin console: the page itself needs no sign-in; its API calls do.
 	// Signing in is open to all (slowed down after failures); signing out

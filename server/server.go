@@ -26,6 +26,7 @@ import (
 	"github.com/assent/assent/geo"
 	"github.com/assent/assent/mail"
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/webhook"
 	"github.com/assent/assent/widget"
 )
 
@@ -45,6 +46,13 @@ type Config struct {
 	Mail *mail.Sender
 	// MailRetry overrides DefaultMailRetry: tests shorten it. Not a flag.
 	MailRetry *MailRetry
+	// WebhookAllowPrivate lets webhook endpoints point at loopback, private
+	// and link-local addresses.
+	WebhookAllowPrivate bool
+
+	// WebhookSchedule replaces the webhook retry schedule: tests only (no
+	// flag sets it), so that retries come in milliseconds.
+	WebhookSchedule []time.Duration
 }
 
 // Server is the HTTP server and its dependencies.
@@ -59,6 +67,7 @@ type Server struct {
 	met     *metrics
 	bundle  *bundles
 	console *built[*consoleAssets]
+	hooks   *webhook.Service
 
 	routeRoles map[string]store.Role // "METHOD /path" of each admin route -> least role
 	logins     *loginLimiter
@@ -118,9 +127,18 @@ func New(cfg Config, st store.Ledger, loc *geo.Locator, log *slog.Logger) (*Serv
 		logins:     newLoginLimiter(),
 		rejected:   newRejectedOrigins(),
 	}
+	if s.hooks, err = webhook.New(context.Background(), st, webhook.Options{
+		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.WebhookSchedule,
+	}); err != nil {
+		return nil, err
+	}
+	s.met.reg.MustRegister(s.hooks.Collectors()...)
 	s.echo = s.routes()
 	return s, nil
 }
+
+// RunWebhooks delivers webhook events until ctx is done (Serve runs it).
+func (s *Server) RunWebhooks(ctx context.Context) { s.hooks.Run(ctx) }
 
 // Handler returns the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -146,6 +164,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	hctx, stopHooks := context.WithCancel(ctx)
+	hooksDone := make(chan struct{})
+	go func() { s.RunWebhooks(hctx); close(hooksDone) }()
+	defer func() { stopHooks(); <-hooksDone }()
 	select {
 	case err := <-errc:
 		return err

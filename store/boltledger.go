@@ -45,6 +45,26 @@ func (b boltLedger) WithdrawOnRequest(ctx context.Context, actor string, w Withd
 func (b boltLedger) Rectify(ctx context.Context, actor string, r Rectification, opts AppendOptions) ([]Record, error) {
 	return b.s.Rectify(ctx, actor, r, opts)
 }
+func (b boltLedger) CreateWebhook(ctx context.Context, ep WebhookEndpoint) (WebhookEndpoint, error) {
+	return b.s.CreateWebhook(ctx, ep)
+}
+func (b boltLedger) Webhooks(ctx context.Context) ([]WebhookEndpoint, error) { return b.s.Webhooks(ctx) }
+func (b boltLedger) Webhook(ctx context.Context, id string) (WebhookEndpoint, error) {
+	return b.s.Webhook(ctx, id)
+}
+func (b boltLedger) DeleteWebhook(ctx context.Context, id string) error { return b.s.DeleteWebhook(ctx, id) }
+func (b boltLedger) EraseWith(ctx context.Context, actor string, ref SubjectRef, opts EraseOptions) (ErasureReport, []OutboxItem, error) {
+	return b.s.EraseWith(ctx, actor, ref, opts)
+}
+func (b boltLedger) UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error) {
+	return b.s.UnsubscribeWith(ctx, token, meta, opts)
+}
+func (b boltLedger) ConfirmWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error) {
+	return b.s.ConfirmWith(ctx, token, meta, opts)
+}
+func (b boltLedger) OutboxRetry(ctx context.Context, id string) (OutboxItem, error) {
+	return b.s.OutboxRetry(ctx, id)
+}
 func (b boltLedger) ConfirmToken(site, signupID string) string {
 	return b.s.ConfirmToken(site, signupID)
 }

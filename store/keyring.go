@@ -322,3 +322,6 @@ func CheckRole(r Role) error {
 	}
 	return nil
 }
+
+// Validate checks a webhook endpoint before it is stored.
+func (ep WebhookEndpoint) Validate() error { return ep.validate() }

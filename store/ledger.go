@@ -58,6 +58,9 @@ type Ledger interface {
 	Outbox
 	// Rights: withdrawals and rectifications an admin records on request.
 	Rights
+	// Webhooks: endpoints, and events queued in an erasure's, an
+	// unsubscribe's or a confirmation's own transaction.
+	Webhooks
 	// Rights (rights.go), withdrawal and rectification on request, joins
 	// here once store/postgres implements it: its subject index must also
 	// file a rectify record under NewEmailDigest, and its signups export

@@ -48,10 +48,6 @@ func (db *DB) enqueueReq(ctx context.Context, rec *store.PendingRecord, outbox f
 	return db.send(&appendReq{ctx: ctx, rec: rec, outbox: outbox, done: make(chan appendResult, 1)})
 }
 
-func (db *DB) enqueueReqUnsubscribe(ctx context.Context, rec *store.PendingRecord) appendResult {
-	return db.send(&appendReq{ctx: ctx, rec: rec, unsubscribe: true, done: make(chan appendResult, 1)})
-}
-
 func (db *DB) send(req *appendReq) appendResult {
 	if err := req.ctx.Err(); err != nil {
 		return appendResult{err: err}
@@ -314,21 +310,28 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 // Unsubscribe checks an unsubscribe token and appends the withdraw record
 // it asks for, as store.Store.Unsubscribe does.
 func (db *DB) Unsubscribe(ctx context.Context, token string, meta store.Record) (store.Record, error) {
+	rec, _, err := db.UnsubscribeWith(ctx, token, meta, store.AppendOptions{})
+	return rec, err
+}
+
+// UnsubscribeWith is Unsubscribe plus the outbox items opts makes, in the
+// record's transaction.
+func (db *DB) UnsubscribeWith(ctx context.Context, token string, meta store.Record, opts store.AppendOptions) (store.Record, []store.OutboxItem, error) {
 	siteID, subject, err := db.ParseUnsubscribeTokenDigest(token)
 	if err != nil {
-		return store.Record{}, err
+		return store.Record{}, nil, err
 	}
 	site, err := db.Site(ctx, siteID)
 	if err != nil {
-		return store.Record{}, fmt.Errorf("site %q: %w", siteID, err)
+		return store.Record{}, nil, fmt.Errorf("site %q: %w", siteID, err)
 	}
 	recs, err := db.subjectRecords(ctx, subject)
 	if err != nil {
-		return store.Record{}, err
+		return store.Record{}, nil, err
 	}
 	rec := store.UnsubscribeRecord(site, recs, meta)
-	res := db.enqueueReqUnsubscribe(ctx, db.Prepare(rec, subject))
-	return res.rec, res.err
+	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, subject), unsubscribe: true, outbox: opts.Outbox, done: make(chan appendResult, 1)})
+	return res.rec, res.outbox, res.err
 }
 
 // optInOnSite reads a person's double-opt-in state on a site, locking it.
@@ -360,25 +363,32 @@ func putOptIn(ctx context.Context, tx pgx.Tx, subject []byte, step string, rec s
 // Confirm checks a confirmation token and appends the signup's confirm
 // record, as store.Store.Confirm does.
 func (db *DB) Confirm(ctx context.Context, token string, meta store.Record) (store.Record, error) {
+	rec, _, err := db.ConfirmWith(ctx, token, meta, store.AppendOptions{})
+	return rec, err
+}
+
+// ConfirmWith is Confirm plus the outbox items opts makes, in the record's
+// transaction.
+func (db *DB) ConfirmWith(ctx context.Context, token string, meta store.Record, opts store.AppendOptions) (store.Record, []store.OutboxItem, error) {
 	site, id, err := db.ParseConfirmToken(token)
 	if err != nil {
-		return store.Record{}, err
+		return store.Record{}, nil, err
 	}
 	var body []byte
 	err = db.pool.QueryRow(ctx, `SELECT body FROM records WHERE site = $1 AND id = $2`, site, id).Scan(&body)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Record{}, store.ErrBadToken
+		return store.Record{}, nil, store.ErrBadToken
 	}
 	if err != nil {
-		return store.Record{}, wrap(err)
+		return store.Record{}, nil, wrap(err)
 	}
 	sr, err := decode(site, id, body)
 	if err != nil {
-		return store.Record{}, err
+		return store.Record{}, nil, err
 	}
 	signup := sr.Record()
 	if signup.Tombstone || signup.Source != "signup" || signup.Erased || sr.EmailDigest() == nil {
-		return store.Record{}, store.ErrBadToken
+		return store.Record{}, nil, store.ErrBadToken
 	}
 	rec := store.ConfirmRecord(signup, meta)
 	if db.now().Sub(signup.RecordedAt) > store.ConfirmTTL {
@@ -386,10 +396,10 @@ func (db *DB) Confirm(ctx context.Context, token string, meta store.Record) (sto
 			return putOptIn(ctx, tx, sr.EmailDigest(), "expired", rec)
 		})
 		if err != nil {
-			return store.Record{}, wrap(err)
+			return store.Record{}, nil, wrap(err)
 		}
-		return store.Record{}, store.ErrTokenExpired
+		return store.Record{}, nil, store.ErrTokenExpired
 	}
-	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, nil), optIn: "confirmed", done: make(chan appendResult, 1)})
-	return res.rec, res.err
+	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, nil), optIn: "confirmed", outbox: opts.Outbox, done: make(chan appendResult, 1)})
+	return res.rec, res.outbox, res.err
 }
