@@ -48,11 +48,15 @@ func (b boltLedger) Rectify(ctx context.Context, actor string, r Rectification, 
 func (b boltLedger) CreateWebhook(ctx context.Context, ep WebhookEndpoint) (WebhookEndpoint, error) {
 	return b.s.CreateWebhook(ctx, ep)
 }
-func (b boltLedger) Webhooks(ctx context.Context) ([]WebhookEndpoint, error) { return b.s.Webhooks(ctx) }
+func (b boltLedger) Webhooks(ctx context.Context) ([]WebhookEndpoint, error) {
+	return b.s.Webhooks(ctx)
+}
 func (b boltLedger) Webhook(ctx context.Context, id string) (WebhookEndpoint, error) {
 	return b.s.Webhook(ctx, id)
 }
-func (b boltLedger) DeleteWebhook(ctx context.Context, id string) error { return b.s.DeleteWebhook(ctx, id) }
+func (b boltLedger) DeleteWebhook(ctx context.Context, id string) error {
+	return b.s.DeleteWebhook(ctx, id)
+}
 func (b boltLedger) EraseWith(ctx context.Context, actor string, ref SubjectRef, opts EraseOptions) (ErasureReport, []OutboxItem, error) {
 	return b.s.EraseWith(ctx, actor, ref, opts)
 }
