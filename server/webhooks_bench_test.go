@@ -52,7 +52,14 @@ func BenchmarkSignupsWebhook(b *testing.B) {
 			done := make(chan struct{})
 			go func() { srv.RunWebhooks(ctx); close(done) }()
 			hs := httptest.NewServer(srv.Handler())
-			b.Cleanup(func() { hs.Close(); cancel(); <-done; rcv.Close(); st.Close(); loc.Close() })
+			b.Cleanup(func() {
+				hs.Close()
+				cancel()
+				<-done
+				rcv.Close()
+				st.Close()
+				loc.Close()
+			})
 			load(b, "records", func(c *http.Client, i int64) int {
 				body := fmt.Sprintf(`{"email":"person%d@example.com","visitor_id":"v_%d","choices":{"newsletter":true,"analytics":true},"page_url":"https://shop.example/signup","locale":"de"}`, i, i)
 				req, _ := http.NewRequest(http.MethodPost, hs.URL+"/v1/sites/shop/signups", strings.NewReader(body))
