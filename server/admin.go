@@ -15,7 +15,7 @@ import (
 )
 
 func (s *Server) audit(c echo.Context, action, detail string) error {
-	if err := s.store.Audit(actorOf(c).auditName(), action, detail); err != nil {
+	if err := s.store.Audit(c.Request().Context(), actorOf(c).auditName(), action, detail); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
 	}
 	return nil
@@ -33,12 +33,12 @@ func listJSON[T any](c echo.Context, list []T, err error) error {
 }
 
 func (s *Server) handleListSites(c echo.Context) error {
-	sites, err := s.store.Sites()
+	sites, err := s.store.Sites(c.Request().Context())
 	return listJSON(c, sites, err)
 }
 
 func (s *Server) handleGetSite(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	created, err := s.store.CreateSite(site)
+	created, err := s.store.CreateSite(c.Request().Context(), site)
 	if err != nil {
 		return siteError(err, site.ID)
 	}
@@ -91,7 +91,7 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	updated, err := s.store.PutSite(site)
+	updated, err := s.store.PutSite(c.Request().Context(), site)
 	if err != nil {
 		return siteError(err, id)
 	}
@@ -167,7 +167,7 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	recs, state, err := s.store.Lookup(ref)
+	recs, state, err := s.store.Lookup(c.Request().Context(), ref)
 	if err != nil {
 		return subjectError(err)
 	}
@@ -196,7 +196,7 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 }
 
 func (s *Server) handleVerify(c echo.Context) error {
-	rep, err := s.store.Verify()
+	rep, err := s.store.Verify(c.Request().Context())
 	if err != nil {
 		return err
 	}
@@ -211,6 +211,10 @@ func (s *Server) handleVerify(c echo.Context) error {
 }
 
 func (s *Server) handleBackup(c echo.Context) error {
+	if _, ok := store.BoltStore(s.store); !ok {
+		return apiError(http.StatusNotImplemented, "not_supported",
+			"this ledger is a PostgreSQL database: back it up with pg_dump or pg_basebackup (docs/deploy.md)")
+	}
 	if err := s.audit(c, "backup", "hot copy of the ledger"); err != nil {
 		return err
 	}
@@ -220,7 +224,7 @@ func (s *Server) handleBackup(c echo.Context) error {
 	// The status goes out with the first bytes; a failure after them
 	// aborts the connection (errorHandler), so a client never takes a
 	// short copy for a whole one.
-	_, err := s.store.Backup(c.Response())
+	_, err := s.store.Backup(c.Request().Context(), c.Response())
 	if err != nil && !c.Response().Committed {
 		c.Response().Header().Del("Content-Disposition")
 	}
@@ -228,7 +232,7 @@ func (s *Server) handleBackup(c echo.Context) error {
 }
 
 func (s *Server) handleListTokens(c echo.Context) error {
-	toks, err := s.store.Tokens()
+	toks, err := s.store.Tokens(c.Request().Context())
 	return listJSON(c, toks, err)
 }
 
@@ -246,7 +250,7 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	tok, err := s.store.CreateTokenRole(req.Name, role)
+	tok, err := s.store.CreateTokenRole(c.Request().Context(), req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -265,7 +269,7 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
 	name := c.Param("name")
-	if err := s.store.RevokeToken(name); err != nil {
+	if err := s.store.RevokeToken(c.Request().Context(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
 		}
@@ -287,7 +291,7 @@ func (s *Server) handleNotice(c echo.Context) error {
 	if !strings.HasPrefix(hash, "sha256:") || len(hash) != 7+64 {
 		return apiError(http.StatusBadRequest, "invalid_field", "hash: want sha256:<64 hex digits>, as in a record's notice_hash")
 	}
-	doc, err := s.store.Notice(hash)
+	doc, err := s.store.Notice(c.Request().Context(), hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return apiError(http.StatusNotFound, "not_found", "no notice with that hash")
 	}
