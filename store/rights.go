@@ -485,13 +485,25 @@ func currentEmail(recs []personRecord) string {
 // the digests and the current one: the digest no rectify record corrected
 // away from.
 func linkedAddresses(tx *bolt.Tx, subject []byte) ([]Record, [][]byte, []byte, error) {
+	return linkedAddressesIn(boltIndex{tx}, subject)
+}
+
+// LinkedAddresses is linkedAddresses for other backends.
+func (k *Keyring) LinkedAddresses(ix PersonIndex, subject []byte) ([]Record, [][]byte, []byte, error) {
+	return linkedAddressesIn(exportedIndex{ix}, subject)
+}
+
+// HasRectify tells whether a person's records include a rectification.
+func HasRectify(recs []Record) bool { return hasRectify(recs) }
+
+func linkedAddressesIn(ix personIndex, subject []byte) ([]Record, [][]byte, []byte, error) {
 	digests := [][]byte{subject}
 	seen := map[string]bool{string(subject): true}
 	byID := map[string]bool{}
 	var recs []personRecord
 	from := map[string]bool{}
 	for i := 0; i < len(digests); i++ {
-		list, err := indexRecords(tx, bucketSubjects, digests[i])
+		list, err := ix.indexRecords(bucketSubjects, digests[i])
 		if err != nil {
 			return nil, nil, nil, err
 		}

@@ -306,7 +306,10 @@ func subjectExtras(ctx context.Context, q interface {
 // pgIndex reads the person indexes in one transaction (store.PersonIndex).
 type pgIndex struct {
 	ctx context.Context
-	tx  pgx.Tx
+	tx  interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}
 }
 
 func (ix pgIndex) byColumn(column string, digest []byte) ([]*store.StoredRecord, error) {
@@ -397,9 +400,15 @@ func (db *DB) Subjects(ctx context.Context, site string, q store.Query, fn func(
 	if _, err := db.Site(ctx, site); err != nil {
 		return err
 	}
+	ix := pgIndex{ctx, db.pool}
 	var only []byte
 	if q.Email != "" {
-		only = db.SubjectDigest(q.Email)
+		// An address corrected since is shown under its newest address.
+		_, _, current, err := db.LinkedAddresses(ix, db.SubjectDigest(q.Email))
+		if err != nil {
+			return err
+		}
+		only = current
 	}
 	after := []byte{}
 	for {
@@ -407,10 +416,12 @@ func (db *DB) Subjects(ctx context.Context, site string, q store.Query, fn func(
 		var rows pgx.Rows
 		var err error
 		if only != nil {
-			rows, err = db.pool.Query(ctx, `SELECT DISTINCT subject FROM records WHERE subject = $1 AND site = $2`, only, site)
+			rows, err = db.pool.Query(ctx, `SELECT $1::bytea`, only)
 		} else {
-			rows, err = db.pool.Query(ctx, `SELECT DISTINCT subject FROM records
-				WHERE subject > $1 AND site = $2 ORDER BY subject LIMIT 256`, after, site)
+			rows, err = db.pool.Query(ctx, `SELECT s FROM (
+				SELECT subject AS s FROM records WHERE subject > $1 AND site = $2
+				UNION SELECT subject2 FROM records WHERE subject2 > $1 AND site = $2) d
+				ORDER BY s LIMIT 256`, after, site)
 		}
 		if err != nil {
 			return wrap(err)
@@ -427,6 +438,28 @@ func (db *DB) Subjects(ctx context.Context, site string, q store.Query, fn func(
 			optIn, suppressed, err := subjectExtras(ctx, db.pool, subject)
 			if err != nil {
 				return err
+			}
+			if store.HasRectify(all) {
+				// One row per person, under their newest address, with the
+				// records of every address they had.
+				linked, digests, current, err := db.LinkedAddresses(ix, subject)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(current, subject) {
+					continue
+				}
+				all = linked
+				for _, d := range digests {
+					o, sup, err := subjectExtras(ctx, db.pool, d)
+					if err != nil {
+						return err
+					}
+					if optIn == nil {
+						optIn = o
+					}
+					suppressed = suppressed || sup
+				}
 			}
 			st, ok, err := store.SubjectRow(site, q, all, optIn, suppressed)
 			if err != nil {

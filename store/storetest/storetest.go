@@ -1204,6 +1204,21 @@ func testRights(t *testing.T, l store.Ledger) {
 			t.Fatalf("look-up by %s: %d records, %+v, %v", a, len(got), st, err)
 		}
 	}
+	// The signups export: one row, under the new address.
+	for _, q := range []store.Query{{}, {Email: "ann@exmaple.org"}, {Email: "ann@example.org"}} {
+		var emails []string
+		if err := l.Subjects(ctx, "shop", q, func(st store.SubjectState) error { emails = append(emails, st.Email); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(emails)
+		want := []string{"ann@example.org", "bob@example.org"}
+		if q.Email != "" {
+			want = want[:1]
+		}
+		if !slices.Equal(emails, want) {
+			t.Fatalf("signups export %+v: %v, want %v", q, emails, want)
+		}
+	}
 	var actions []string
 	l.AuditLog(ctx, time.Time{}, time.Time{}, func(e store.AuditEntry) error {
 		actions = append(actions, e.Action)
