@@ -52,12 +52,9 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	created, err := s.store.CreateSite(site)
+	created, err := s.store.CreateSiteBy(actorOf(c).auditName(), site)
 	if err != nil {
 		return siteError(err, site.ID)
-	}
-	if err := s.audit(c, "site_create", "site "+created.ID+" policy_version "+created.PolicyVersion); err != nil {
-		return err
 	}
 	return c.JSON(http.StatusCreated, created)
 }
@@ -77,12 +74,9 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	updated, err := s.store.PutSite(site)
+	updated, err := s.store.PutSiteBy(actorOf(c).auditName(), site)
 	if err != nil {
 		return siteError(err, id)
-	}
-	if err := s.audit(c, "site_update", "site "+updated.ID+" policy_version "+updated.PolicyVersion); err != nil {
-		return err
 	}
 	return c.JSON(http.StatusOK, updated)
 }
@@ -231,7 +225,9 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	tok, err := s.store.CreateTokenRole(req.Name, role)
+	// The audit entry names the token as created ("admin-<n>" when no
+	// name was given) and commits with it.
+	name, tok, err := s.store.CreateTokenBy(actorOf(c).auditName(), req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -242,24 +238,18 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 		}
 		return err
 	}
-	if err := s.audit(c, "token_create", "token "+req.Name+" role "+string(role)); err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "role": string(role), "token": tok})
+	return c.JSON(http.StatusCreated, map[string]string{"name": name, "role": string(role), "token": tok})
 }
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
 	name := c.Param("name")
-	if err := s.store.RevokeToken(name); err != nil {
+	if err := s.store.RevokeTokenBy(actorOf(c).auditName(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
 		}
 		if errors.Is(err, store.ErrLastAdmin) {
 			return apiError(http.StatusConflict, "last_admin", fmt.Sprintf("token %q is the last admin token or user; create another admin first", truncate(name, 64)))
 		}
-		return err
-	}
-	if err := s.audit(c, "token_revoke", "token "+name); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -160,11 +160,8 @@ func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
 	} else if n > 0 {
 		return nil
 	}
-	tok, err := st.CreateToken(name)
+	_, tok, err := st.CreateTokenBy("system", name, store.RoleAdmin)
 	if err != nil {
-		return err
-	}
-	if err := st.Audit("", "token_create", "token "+name+" at start-up"); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "admin token %q (shown once; only its hash is stored):\n%s\n", name, tok)
