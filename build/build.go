@@ -43,15 +43,28 @@ func Widget(fsys fs.FS) (Bundle, error) {
 	return Script(fsys, "src/main.ts", map[string]string{"__ASSENT_CSS__": string(lit)})
 }
 
+// ConsentModeStub builds the Consent Mode stub (src/stub.ts), which the
+// server serves as /w/SITE/consent-mode.js wrapped in a function around
+// its config (S). That wrapper is its only scope: the bundle is bare statements
+// (esbuild's ESM format with nothing imported or exported), without the
+// IIFE and "use strict" of Script, because the stub's budget is 600 B gzip.
+func ConsentModeStub(fsys fs.FS) (Bundle, error) {
+	return script(fsys, "src/stub.ts", nil, api.FormatESModule)
+}
+
 // Script bundles the TypeScript entry in fsys into one minified IIFE.
 // defines replace free identifiers with JS literals. Any esbuild error or
 // warning fails the build with every message.
 func Script(fsys fs.FS, entry string, defines map[string]string) (Bundle, error) {
+	return script(fsys, entry, defines, api.FormatIIFE)
+}
+
+func script(fsys fs.FS, entry string, defines map[string]string, format api.Format) (Bundle, error) {
 	res := api.Build(api.BuildOptions{
 		EntryPoints:       []string{entry},
 		Bundle:            true,
 		Write:             false,
-		Format:            api.FormatIIFE,
+		Format:            format,
 		Target:            api.ES2017,
 		Platform:          api.PlatformBrowser,
 		MinifyWhitespace:  true,

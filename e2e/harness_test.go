@@ -90,6 +90,10 @@ func (e *env) proxy(t testing.TB, target string) string {
 type envOptions struct {
 	rateLimit float64
 	demo      bool
+	// webhooks: webhook endpoints on loopback allowed, and this retry
+	// schedule (nil = the real one)
+	webhooks        bool
+	webhookSchedule []time.Duration
 }
 
 func newEnv(t testing.TB, opts envOptions) *env {
@@ -108,6 +112,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		RateLimit:      opts.rateLimit,
 		Demo:           opts.demo,
+
+		WebhookAllowPrivate: opts.webhooks,
+		WebhookSchedule:     opts.webhookSchedule,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(cfg, st, loc, log)
@@ -221,20 +228,25 @@ func (e *env) waitRecords(site string, n int) []store.Record {
 // hostSite is a web site on its own origin (another port than Assent's)
 // serving pages that embed the widget.
 type hostSite struct {
-	origin string
-	mu     sync.Mutex
-	pages  map[string]string
+	origin  string
+	mu      sync.Mutex
+	pages   map[string]string
+	headers map[string]http.Header // per path, such as a Content-Security-Policy
 }
 
 func newHostSite(t testing.TB) *hostSite {
-	h := &hostSite{pages: map[string]string{}}
+	h := &hostSite{pages: map[string]string{}, headers: map[string]http.Header{}}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		page, ok := h.pages[r.URL.Path]
+		hdr := h.headers[r.URL.Path]
 		h.mu.Unlock()
 		if !ok {
 			http.NotFound(w, r)
 			return
+		}
+		for k, v := range hdr {
+			w.Header()[k] = v
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, page)
@@ -250,6 +262,14 @@ func (h *hostSite) page(path, html string) string {
 	h.pages[path] = html
 	h.mu.Unlock()
 	return h.origin + path
+}
+
+// pageWithHeaders serves html at path with extra response headers.
+func (h *hostSite) pageWithHeaders(path, html string, hdr http.Header) string {
+	h.mu.Lock()
+	h.headers[path] = hdr
+	h.mu.Unlock()
+	return h.page(path, html)
 }
 
 // embed is a host page with the one script tag a site owner pastes.

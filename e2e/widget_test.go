@@ -541,7 +541,7 @@ dataLayer.push = function (a) {
 		t.Errorf("assent:change after withdraw('marketing') carried %v", changed)
 	}
 	recs := e.waitRecords("shop", 2)
-	checkRecord(t, recs[1], "partial", "preferences", "opt-in", map[string]string{"analytics": "granted", "marketing": "denied"})
+	checkRecord(t, recs[1], "withdraw", "preferences", "opt-in", map[string]string{"analytics": "granted", "marketing": "denied"})
 	last := pushes()[len(pushes())-1]
 	if states(last)["ad_storage"] != "denied" || states(last)["analytics_storage"] != "granted" {
 		t.Errorf("after withdrawing marketing the update is %v", last.Args)

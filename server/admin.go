@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -44,9 +45,22 @@ func (s *Server) handleGetSite(c echo.Context) error {
 	return c.JSON(http.StatusOK, site)
 }
 
+// decodeSite reads a site config strictly: a key that a site config does not
+// have, anywhere in it, is a 422 naming the key, never silently dropped.
+func decodeSite(c echo.Context, site *store.Site) error {
+	var raw json.RawMessage
+	if err := decodeJSON(c, &raw); err != nil {
+		return err
+	}
+	if err := store.CheckSiteKeys(raw); err != nil {
+		return siteError(err, "")
+	}
+	return decodeBytes(raw, site)
+}
+
 func (s *Server) handleCreateSite(c echo.Context) error {
 	var site store.Site
-	if err := decodeJSON(c, &site); err != nil {
+	if err := decodeSite(c, &site); err != nil {
 		return err
 	}
 	if err := s.checkMail(site); err != nil {
@@ -61,7 +75,7 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 
 func (s *Server) handlePutSite(c echo.Context) error {
 	var site store.Site
-	if err := decodeJSON(c, &site); err != nil {
+	if err := decodeSite(c, &site); err != nil {
 		return err
 	}
 	id := c.Param("site")
@@ -167,10 +181,11 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.store.Erase(actorOf(c).auditName(), ref)
+	rep, queued, err := s.store.EraseWith(c.Request().Context(), actorOf(c).auditName(), ref, s.hooks.EraseOptions())
 	if err != nil {
 		return subjectError(err)
 	}
+	s.hooks.Queued(queued)
 	return c.JSON(http.StatusOK, rep)
 }
 

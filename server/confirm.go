@@ -114,7 +114,8 @@ func (s *Server) handleConfirm(c echo.Context) error {
 			meta.Country, meta.Regime = d.Country, string(d.Regime)
 		}
 	}
-	rec, err := s.store.Confirm(r.Context(), token, meta)
+	rec, queued, err := s.store.ConfirmWith(r.Context(), token, meta, s.withHooks(c, store.AppendOptions{}))
+	s.hooks.Queued(queued)
 	var ac *store.AlreadyConfirmedError
 	receipt := ""
 	switch {
@@ -175,13 +176,14 @@ func (s *Server) handleOneClickUnsubscribe(c echo.Context) error {
 		return apiError(http.StatusBadRequest, "invalid_field", "want the form body List-Unsubscribe=One-Click (RFC 8058)")
 	}
 	meta := store.Record{IP: store.TruncateIP(s.clientAddr(r)), UserAgent: truncate(r.UserAgent(), 512), WidgetBuild: s.WidgetBuild(), GeoDB: s.geo.BuildDate()}
-	rec, err := s.store.Unsubscribe(r.Context(), c.Param("token"), meta)
+	rec, queued, err := s.store.UnsubscribeWith(r.Context(), c.Param("token"), meta, s.withHooks(c, store.AppendOptions{}))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrBadToken) {
 		return apiError(http.StatusNotFound, "invalid_token", "this unsubscribe token is not valid")
 	}
 	if err != nil {
 		return err
 	}
+	s.hooks.Queued(queued)
 	s.met.recorded(rec.Site, rec.Event)
 	return c.JSON(http.StatusOK, map[string]string{"id": rec.ID, "recorded_at": fmtTime(rec.RecordedAt)})
 }

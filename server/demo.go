@@ -67,6 +67,7 @@ nav a{margin-right:.8rem}
 .switch a[aria-current]{font-weight:700}
 code{background:#eee;padding:.1rem .3rem;border-radius:3px}
 </style>
+<script src="/w/{{.Site}}/consent-mode.js"></script>
 <script>window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}</script>
 </head><body>
 <header><h1>Example Shop</h1><p>A demo page that embeds Assent exactly as a site owner would, with one script tag.</p></header>
@@ -79,7 +80,10 @@ code{background:#eee;padding:.1rem .3rem;border-radius:3px}
 <p>The choice is remembered in this browser; <button type="button" onclick="localStorage.clear();location.reload()">forget it</button> or <button type="button" onclick="assent.open()">open the settings</button> or <button type="button" onclick="assent.open('signup')">open the signup form</button>.</p>
 </div>
 <h2>Embed</h2>
-<pre><code>&lt;script src="{{.Origin}}/w/{{.Site}}.js" async&gt;&lt;/script&gt;</code></pre>
+<pre><code>&lt;!-- first in &lt;head&gt;, before the Google tag --&gt;
+&lt;script src="{{.Origin}}/w/{{.Site}}/consent-mode.js"&gt;&lt;/script&gt;
+&lt;!-- anywhere --&gt;
+&lt;script src="{{.Origin}}/w/{{.Site}}.js" async&gt;&lt;/script&gt;</code></pre>
 <p>Admin console: <a href="/admin/">/admin/</a>. Scripts gated on consent below:</p>
 <p id="analytics-status">Analytics: not loaded.</p>
 <script type="text/plain" data-assent="analytics">document.getElementById('analytics-status').textContent='Analytics: loaded after consent.'</script>

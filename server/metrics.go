@@ -21,6 +21,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	records  *prometheus.CounterVec
+	rejected *prometheus.CounterVec
 	h        echo.HandlerFunc
 }
 
@@ -36,7 +37,10 @@ func newMetrics(st *store.Store) *metrics {
 	m.records = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "assent_records_total", Help: "Consent records stored since start, by site and event.",
 	}, []string{"site", "event"})
-	m.reg.MustRegister(m.requests, m.duration, m.records,
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "assent_rejected_origins_total", Help: "Browser writes and preflights refused since start because their Origin is not in the site's origins, by site.",
+	}, []string{"site"})
+	m.reg.MustRegister(m.requests, m.duration, m.records, m.rejected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if st != nil {
 		m.reg.MustRegister(mailCollector{st})
@@ -64,6 +68,8 @@ func (m *metrics) observe(route, method string, status int, d time.Duration) {
 }
 
 func (m *metrics) recorded(site, event string) { m.records.WithLabelValues(site, event).Inc() }
+
+func (m *metrics) rejectedOrigin(site string) { m.rejected.WithLabelValues(site).Inc() }
 
 // writeFailed is assent_ledger_write_failed: 1, with the errno as reason,
 // once a write or sync of the ledger failed and it stopped accepting writes

@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -35,7 +36,22 @@ func (s *Server) handleWidget(c echo.Context) error {
 	if s.cfg.Demo && id == demoSiteID {
 		applyDemoLook(&site, c.QueryParam("position"), c.QueryParam("scheme"))
 	}
-	sc := s.bundle.script(site)
+	return serveScript(c, s.bundle.script(site))
+}
+
+// handleConsentModeStub serves /w/{site}/consent-mode.js, the synchronous
+// Consent Mode stub for the top of <head>: cacheable like the widget.
+func (s *Server) handleConsentModeStub(c echo.Context) error {
+	site, err := s.site(c.Param("site"))
+	if err != nil {
+		return err
+	}
+	return serveScript(c, s.bundle.stubScript(site))
+}
+
+// serveScript answers a script that runs on other sites' pages: cacheable,
+// compressed, readable from any origin, 304 on a matching ETag.
+func serveScript(c echo.Context, sc *servedScript) error {
 	h := c.Response().Header()
 	h.Set("ETag", sc.etag)
 	h.Set("Cache-Control", "public, max-age=300")
@@ -92,6 +108,9 @@ type choiceRequest struct {
 	Email         string          `json:"email"`
 	Name          string          `json:"name"`
 	Website       string          `json:"website"` // the signup form's honeypot
+	// Replaces is the id of the visitor's choice in force before this one,
+	// which tells a withdrawal from a first refusal.
+	Replaces string `json:"replaces"`
 }
 
 type writeResponse struct {
@@ -149,7 +168,13 @@ func (s *Server) write(c echo.Context, signup bool) error {
 			}
 		}
 	}
-	states, event, err := site.Resolve(choices, signup)
+	var prev map[string]string
+	if !signup {
+		if prev, err = s.replaced(site, req.Replaces, req.VisitorID); err != nil {
+			return err
+		}
+	}
+	states, event, err := site.Resolve(choices, signup, prev)
 	if err != nil {
 		var up *store.UnknownPurposeError
 		if errors.As(err, &up) {
@@ -184,21 +209,46 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		UserAgent: truncate(r.UserAgent(), 512), GPC: gpc, DNT: r.Header.Get("DNT") == "1",
 	}
 	doi := signup && site.DoubleOptIn
+	var opts store.AppendOptions
 	if doi {
 		// The signup, its pending state and its confirmation mail are
 		// committed together: a crash after the 201 still sends the mail.
-		rec, _, err = s.store.AppendWith(r.Context(), rec, store.AppendOptions{OptIn: "pending", Outbox: s.confirmationItems})
-	} else {
-		rec, err = s.store.Append(r.Context(), rec)
+		opts = store.AppendOptions{OptIn: "pending", Outbox: s.confirmationItems}
 	}
+	rec, queued, err := s.store.AppendWith(r.Context(), rec, s.withHooks(c, opts))
 	if errors.Is(err, store.ErrSuppressed) {
 		return apiError(http.StatusConflict, "suppressed", "this address asked to be erased and cannot be signed up again here; the site owner can help")
 	}
 	if err != nil {
 		return err
 	}
+	s.hooks.Queued(queued)
 	s.met.recorded(site.ID, rec.Event)
 	return s.answerRecord(c, site, rec, signup, doi)
+}
+
+// replaced returns the choices of the record a new choice replaces: a
+// record of this site by the same visitor. Anything else (no id, another
+// visitor's record, one erased or purged) is no previous choice, so a
+// visitor's word alone never makes a record a withdrawal.
+func (s *Server) replaced(site store.Site, id, visitor string) (map[string]string, error) {
+	if id == "" || visitor == "" {
+		return nil, nil
+	}
+	raw, err := store.ParseID(id)
+	if err != nil {
+		return nil, apiError(http.StatusUnprocessableEntity, "invalid_field", "replaces: a record id of 26 characters, as a 201 answered")
+	}
+	// The id carries its recorded_at to the nanosecond.
+	at := time.Unix(0, store.IDTime(raw)).UTC()
+	var prev map[string]string
+	err = s.store.Records(site.ID, store.Query{From: at, To: at.Add(time.Nanosecond)}, func(r store.Record) error {
+		if r.ID == id && r.VisitorID == visitor && !r.Erased {
+			prev = r.Choices
+		}
+		return nil
+	})
+	return prev, err
 }
 
 func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record, signup, doi bool) error {
@@ -260,9 +310,9 @@ func (r *choiceRequest) validate(signup bool) error {
 		}
 	}
 	switch r.Source {
-	case "", "banner", "preferences", "signup", "api":
+	case "", "banner", "preferences", "embed", "signup", "api":
 	default:
-		return apiError(http.StatusUnprocessableEntity, "invalid_field", "source: one of banner, preferences, signup, api")
+		return apiError(http.StatusUnprocessableEntity, "invalid_field", "source: one of banner, preferences, embed, signup, api")
 	}
 	if len(r.Choices) > 64 {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "choices: too many purposes")
@@ -341,6 +391,11 @@ func decodeJSON(c echo.Context, v any) error {
 	if !utf8.Valid(body) {
 		return apiError(http.StatusBadRequest, "invalid_json", "request body is not valid UTF-8")
 	}
+	return decodeBytes(body, v)
+}
+
+// decodeBytes decodes one JSON object already read, as decodeJSON does.
+func decodeBytes(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
@@ -362,22 +417,15 @@ func (s *Server) checkOrigin(c echo.Context, site store.Site) error {
 	if origin == "" {
 		return nil
 	}
-	if !originAllowed(site, origin) {
+	if !site.AllowsOrigin(origin) {
+		s.rejected.add(site.ID, origin, s.log)
+		s.met.rejectedOrigin(site.ID)
 		return apiError(http.StatusForbidden, "origin_not_allowed", fmt.Sprintf("origin %q is not allowed for site %q", truncate(origin, 100), site.ID))
 	}
 	h := c.Response().Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Add("Vary", "Origin")
 	return nil
-}
-
-func originAllowed(site store.Site, origin string) bool {
-	for _, o := range site.Origins {
-		if strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) handlePreflight(c echo.Context) error {
@@ -436,13 +484,14 @@ func (s *Server) handleUnsubscribe(c echo.Context) error {
 		token = req.Token
 	}
 	meta := store.Record{IP: store.TruncateIP(s.clientAddr(r)), UserAgent: truncate(r.UserAgent(), 512), WidgetBuild: s.WidgetBuild(), GeoDB: s.geo.BuildDate()}
-	rec, err := s.store.Unsubscribe(r.Context(), token, meta)
+	rec, queued, err := s.store.UnsubscribeWith(r.Context(), token, meta, s.withHooks(c, store.AppendOptions{}))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrBadToken) {
 		return apiError(http.StatusNotFound, "invalid_token", "this unsubscribe token is not valid")
 	}
 	if err != nil {
 		return err
 	}
+	s.hooks.Queued(queued)
 	at := rec.RecordedAt.UTC().Format(rfc3339Nano)
 	if form {
 		var b bytes.Buffer

@@ -41,7 +41,8 @@ func (s *Server) handleWithdrawSubject(c echo.Context) error {
 	if err := decodeStrict(c, &w); err != nil {
 		return err
 	}
-	recs, err := s.store.WithdrawOnRequest(c.Request().Context(), actorOf(c).auditName(), w, store.AppendOptions{})
+	recs, err := s.store.WithdrawOnRequest(c.Request().Context(), actorOf(c).auditName(), w, s.withHooks(c, store.AppendOptions{}))
+	s.hooks.Wake() // the withdraw records' consent.withdrawn events
 	if err != nil {
 		return rightsError(err)
 	}
@@ -55,7 +56,7 @@ func (s *Server) handleRectifySubject(c echo.Context) error {
 	if err := decodeStrict(c, &r); err != nil {
 		return err
 	}
-	recs, err := s.store.Rectify(c.Request().Context(), actorOf(c).auditName(), r, store.AppendOptions{})
+	recs, err := s.store.Rectify(c.Request().Context(), actorOf(c).auditName(), r, s.withHooks(c, store.AppendOptions{}))
 	if err != nil {
 		return rightsError(err)
 	}

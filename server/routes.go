@@ -25,6 +25,7 @@ func (s *Server) routes() *echo.Echo {
 
 	// Visitors' browsers: the widget and the public API.
 	e.GET("/w/:script", s.handleWidget)
+	e.GET("/w/:site/consent-mode.js", s.handleConsentModeStub)
 	e.GET("/v1/sites/:site/decision", s.handleDecision, cors)
 	writes := e.Group("/v1/sites/:site", s.limitBody, s.rateLimit)
 	writes.POST("/consents", s.handleConsent)
@@ -57,6 +58,7 @@ func (s *Server) routes() *echo.Echo {
 	write.PUT("/sites/:site", s.handlePutSite, s.limitBody)
 	read.GET("/sites/:site/consents", s.handleExportConsents)
 	read.GET("/sites/:site/signups", s.handleExportSignups)
+	read.GET("/sites/:site/rejected-origins", s.handleRejectedOrigins)
 	read.GET("/sites/:site/mail", s.handleMailList)
 	read.GET("/subjects", s.handleSubject)
 	write.DELETE("/subjects", s.handleEraseSubject)
@@ -74,6 +76,14 @@ func (s *Server) routes() *echo.Echo {
 	write.GET("/users", s.handleListUsers)
 	write.POST("/users", s.handleCreateUser, s.limitBody)
 	write.DELETE("/users/:email", s.handleDeleteUser)
+	// Webhooks are admin-only, the deliveries list too: it is how the
+	// endpoints are run, not part of the consent log a viewer reads.
+	write.GET("/webhooks", s.handleListWebhooks)
+	write.POST("/webhooks", s.handleCreateWebhook, s.limitBody)
+	write.DELETE("/webhooks/:id", s.handleDeleteWebhook)
+	write.GET("/webhooks/:id/deliveries", s.handleWebhookDeliveries)
+	write.POST("/webhooks/:id/test", s.handleTestWebhook)
+	write.POST("/webhooks/:id/deliveries/:delivery/retry", s.handleRetryDelivery)
 
 	// Admin console: the page itself needs no sign-in; its API calls do.
 	// Signing in is open to all (slowed down after failures); signing out

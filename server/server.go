@@ -26,6 +26,7 @@ import (
 	"github.com/assent/assent/geo"
 	"github.com/assent/assent/mail"
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/webhook"
 	"github.com/assent/assent/widget"
 )
 
@@ -45,6 +46,13 @@ type Config struct {
 	Mail *mail.Sender
 	// MailRetry overrides DefaultMailRetry: tests shorten it. Not a flag.
 	MailRetry *MailRetry
+	// WebhookAllowPrivate lets webhook endpoints point at loopback, private
+	// and link-local addresses.
+	WebhookAllowPrivate bool
+
+	// WebhookSchedule replaces the webhook retry schedule: tests only (no
+	// flag sets it), so that retries come in milliseconds.
+	WebhookSchedule []time.Duration
 }
 
 // Server is the HTTP server and its dependencies.
@@ -59,9 +67,12 @@ type Server struct {
 	met     *metrics
 	bundle  *bundles
 	console *built[*consoleAssets]
+	hooks   *webhook.Service
 
 	routeRoles map[string]store.Role // "METHOD /path" of each admin route -> least role
 	logins     *loginLimiter
+	// rejected counts refused origins per site (in memory; see origins.go).
+	rejected *rejectedOrigins
 }
 
 // New builds the widget and wires the routes. It fails if the widget does
@@ -114,10 +125,20 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 
 		routeRoles: map[string]store.Role{},
 		logins:     newLoginLimiter(),
+		rejected:   newRejectedOrigins(),
 	}
+	if s.hooks, err = webhook.New(context.Background(), st, webhook.Options{
+		AllowPrivate: cfg.WebhookAllowPrivate, Log: log, Schedule: cfg.WebhookSchedule,
+	}); err != nil {
+		return nil, err
+	}
+	s.met.reg.MustRegister(s.hooks.Collectors()...)
 	s.echo = s.routes()
 	return s, nil
 }
+
+// RunWebhooks delivers webhook events until ctx is done (Serve runs it).
+func (s *Server) RunWebhooks(ctx context.Context) { s.hooks.Run(ctx) }
 
 // Handler returns the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -143,6 +164,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	hctx, stopHooks := context.WithCancel(ctx)
+	hooksDone := make(chan struct{})
+	go func() { s.RunWebhooks(hctx); close(hooksDone) }()
+	defer func() { stopHooks(); <-hooksDone }()
 	select {
 	case err := <-errc:
 		return err
@@ -244,7 +269,8 @@ func (b *built[T]) get() T {
 // bundles keeps the built widget and, per site, the served script with its
 // compressed forms and ETag, made once per site version and widget build.
 type bundles struct {
-	w *built[build.Bundle]
+	w    *built[build.Bundle]
+	stub *built[build.Bundle] // the Consent Mode stub
 
 	mu      sync.Mutex
 	perSite map[string]*servedScript
@@ -255,7 +281,11 @@ func newBundles(src fs.FS, dev bool, log *slog.Logger) (*bundles, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bundles{w: w, perSite: map[string]*servedScript{}}, nil
+	stub, err := newBuilt(src, dev, log, build.ConsentModeStub)
+	if err != nil {
+		return nil, err
+	}
+	return &bundles{w: w, stub: stub, perSite: map[string]*servedScript{}}, nil
 }
 
 func (b *bundles) widget() build.Bundle { return b.w.get() }

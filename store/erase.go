@@ -264,12 +264,22 @@ func findRecord(tx *bolt.Tx, id []byte) (*personRecord, error) {
 // written in the same transaction. A record id that names no record gives
 // ErrNotFound.
 func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
+	rep, _, err := s.EraseWith(context.Background(), actor, ref, EraseOptions{})
+	return rep, err
+}
+
+// EraseWith is Erase plus what opts commits in the same transaction: the
+// outbox items made from what was erased (EraseOptions.Outbox), such as
+// the subject.erased webhook events. It returns the items as stored.
+func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opts EraseOptions) (ErasureReport, []OutboxItem, error) {
 	if err := ref.check(); err != nil {
-		return ErasureReport{}, err
+		return ErasureReport{}, nil, err
 	}
 	var rep ErasureReport
+	var queued []OutboxItem
 	err := guard(func() error {
 		return s.update(func(tx *bolt.Tx) error {
+			queued = nil
 			p, err := s.resolve(tx, ref)
 			if err != nil {
 				return err
@@ -318,13 +328,31 @@ func (s *Store) Erase(actor string, ref SubjectRef) (ErasureReport, error) {
 					return err
 				}
 			}
+			if opts.Outbox != nil {
+				erased := ErasedSubject{Email: rep.Email, VisitorIDs: rep.VisitorIDs, ErasedAt: now, Sites: []string{}}
+				for _, pr := range p.records {
+					if !slices.Contains(erased.Sites, pr.site) {
+						erased.Sites = append(erased.Sites, pr.site)
+					}
+				}
+				items, err := opts.Outbox(erased)
+				if err != nil {
+					return fmt.Errorf("outbox items of an erasure: %w", err)
+				}
+				if queued, err = addOutboxItems(tx, items, now); err != nil {
+					return err
+				}
+			}
 			return putAudit(tx, s.now(), actor, "erase", ErasureAuditDetail(rep))
 		})
 	})
 	if err != nil {
-		return ErasureReport{}, err
+		return ErasureReport{}, nil, err
 	}
-	return rep, nil
+	if len(queued) > 0 {
+		s.notifyOutbox()
+	}
+	return rep, queued, nil
 }
 
 // Suppressed tells whether an address was erased and may not be re-added.
@@ -463,21 +491,30 @@ func UnsubscribeRecord(site Site, recs []Record, meta Record) Record {
 // stored and the latest record is returned (decided in the writer's
 // transaction, so two concurrent unsubscribes store one record).
 func (s *Store) Unsubscribe(ctx context.Context, token string, meta Record) (Record, error) {
+	rec, _, err := s.UnsubscribeWith(ctx, token, meta, AppendOptions{})
+	return rec, err
+}
+
+// UnsubscribeWith is Unsubscribe plus what opts commits in the record's
+// transaction (its webhook events), like AppendWith; when nothing new is
+// stored, nothing is queued.
+func (s *Store) UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	siteID, subject, err := s.parseUnsubscribeToken(token)
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	site, err := s.Site(siteID)
 	if err != nil {
-		return Record{}, fmt.Errorf("site %q: %w", siteID, err)
+		return Record{}, nil, fmt.Errorf("site %q: %w", siteID, err)
 	}
 	recs, err := s.subjectRecords(subject)
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	rec := UnsubscribeRecord(site, recs, meta)
 	req := s.newAppendReq(ctx, rec, subject)
 	req.unsubscribe = true
+	req.outbox = opts.Outbox
 	res := s.enqueue(req)
-	return res.rec, res.err
+	return res.rec, res.outbox, res.err
 }

@@ -175,9 +175,17 @@ func ConfirmRecord(signup Record, meta Record) Record {
 // signup is gone (purged, or its site deleted), gives ErrBadToken; a token
 // older than ConfirmTTL gives ErrTokenExpired and marks the signup expired.
 func (s *Store) Confirm(ctx context.Context, token string, meta Record) (Record, error) {
+	rec, _, err := s.ConfirmWith(ctx, token, meta, AppendOptions{})
+	return rec, err
+}
+
+// ConfirmWith is Confirm plus what opts commits in the confirm record's
+// transaction (its webhook events), like AppendWith; when nothing new is
+// stored, nothing is queued.
+func (s *Store) ConfirmWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error) {
 	site, id, err := s.ParseConfirmToken(token)
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	var signup *storedRecord
 	err = s.view(func(tx *bolt.Tx) error {
@@ -196,10 +204,10 @@ func (s *Store) Confirm(ctx context.Context, token string, meta Record) (Record,
 		return nil
 	})
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	if signup.Tombstone || signup.Source != "signup" || signup.Erased || signup.digests.email == nil {
-		return Record{}, ErrBadToken
+		return Record{}, nil, ErrBadToken
 	}
 	rec := ConfirmRecord(signup.Record, meta)
 	if s.now().Sub(signup.RecordedAt) > ConfirmTTL {
@@ -214,14 +222,15 @@ func (s *Store) Confirm(ctx context.Context, token string, meta Record) (Record,
 			return b.Put(signup.digests.email, v)
 		})
 		if err != nil {
-			return Record{}, err
+			return Record{}, nil, err
 		}
-		return Record{}, ErrTokenExpired
+		return Record{}, nil, ErrTokenExpired
 	}
 	req := s.newAppendReq(ctx, rec, nil)
 	req.optIn = "confirmed"
+	req.outbox = opts.Outbox
 	res := s.enqueue(req)
-	return res.rec, res.err
+	return res.rec, res.outbox, res.err
 }
 
 // checkOptIn runs in the writer, before req's record is chained: a

@@ -449,7 +449,7 @@ func (s *Store) OutboxDue(ctx context.Context, kind string, now time.Time, limit
 
 // OutboxQuery selects outbox items for admins.
 type OutboxQuery struct {
-	Site  string // required
+	Site  string // required, unless Kind and Key are set ("" = every site)
 	Kind  string // "" = every kind
 	Key   string // with Kind: one group (a webhook endpoint)
 	Limit int    // 0 = 100
@@ -496,7 +496,7 @@ func (s *Store) OutboxList(ctx context.Context, q OutboxQuery) ([]OutboxItem, er
 			if err != nil {
 				return err
 			}
-			if it.Site != q.Site || (q.Kind != "" && it.Kind != q.Kind) {
+			if (q.Site != "" && it.Site != q.Site) || (q.Kind != "" && it.Kind != q.Kind) {
 				continue
 			}
 			items = append(items, it)

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/net/publicsuffix"
+
+	"github.com/assent/assent/geo"
 )
 
 // Purpose is one thing a site asks consent for.
@@ -22,6 +25,9 @@ type Purpose struct {
 	Signup            bool     `json:"signup,omitempty"`   // asked in the signup form, not the banner
 	RequiredForSignup bool     `json:"required_for_signup,omitempty"`
 	ConsentMode       []string `json:"consent_mode,omitempty"` // Google Consent Mode types it maps to
+	// Cookies are the first-party cookies this purpose sets ("_ga", or a
+	// prefix "_ga_*"); the widget deletes them when it is refused.
+	Cookies []string `json:"cookies,omitempty"`
 }
 
 // Theme is the widget's look.
@@ -43,6 +49,9 @@ type SignupTriggers struct {
 	AfterSeconds int    `json:"after_seconds,omitempty"`
 	ExitIntent   bool   `json:"exit_intent,omitempty"`
 	Selector     string `json:"selector,omitempty"`
+	// ScrollPercent opens it once the visitor has scrolled this share of
+	// the page (1-100; 100 is the bottom).
+	ScrollPercent int `json:"scroll_percent,omitempty"`
 }
 
 // ConsentModeOptions are the optional Google Consent Mode settings.
@@ -65,12 +74,15 @@ type Site struct {
 	Expiry         Expiry                     `json:"expiry"`
 	SignupTriggers SignupTriggers             `json:"signup_triggers"`
 	ConsentMode    ConsentModeOptions         `json:"consent_mode"`
-	OptInCountries []string                   `json:"opt_in_countries,omitempty"` // empty: the server's default list
-	RetentionDays  int                        `json:"retention_days"`             // 0: keep forever
-	DoubleOptIn    bool                       `json:"double_opt_in,omitempty"`    // signups get a confirmation mail
-	PolicyVersion  string                     `json:"policy_version"`
-	CreatedAt      time.Time                  `json:"created_at"`
-	UpdatedAt      time.Time                  `json:"updated_at"`
+	// CookieDomain shares one choice across its subdomains: the widget keeps
+	// the choice in a first-party cookie on this domain.
+	CookieDomain   string    `json:"cookie_domain,omitempty"`
+	OptInCountries []string  `json:"opt_in_countries,omitempty"` // empty: the server's default list
+	RetentionDays  int       `json:"retention_days"`             // 0: keep forever
+	DoubleOptIn    bool      `json:"double_opt_in,omitempty"`    // signups get a confirmation mail
+	PolicyVersion  string    `json:"policy_version"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
 
 // ValidationError names the config field that is wrong. Code is always
@@ -90,7 +102,8 @@ var (
 	reID       = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	reBrand    = regexp.MustCompile(`^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
 	reRadius   = regexp.MustCompile(`^(?:0|(?:\d{1,4}(?:\.\d{1,4})?|\.\d{1,4})(?:px|rem|em|%))$`)
-	reCountry  = regexp.MustCompile(`^[A-Z]{2}$`)
+	reCookie   = regexp.MustCompile("^[!#$%&'+.^_`|~0-9A-Za-z-]{1,128}\\*?$")
+	reDomain   = regexp.MustCompile(`^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
 	reLanguage = regexp.MustCompile(`^[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$`)
 
 	modes        = []string{"banner", "signup"}
@@ -145,6 +158,14 @@ func (s Site) Validate() error {
 				return invalid(fmt.Sprintf("%s.consent_mode[%d]", field, j), "%q is not a Consent Mode type (%s)", t, strings.Join(consentTypes, ", "))
 			}
 		}
+		for j, c := range p.Cookies {
+			if !reCookie.MatchString(c) {
+				return invalid(fmt.Sprintf("%s.cookies[%d]", field, j), "%q is not a cookie name, or a prefix ending in * like _ga_*", c)
+			}
+		}
+	}
+	if err := checkCookieDomain(s.CookieDomain, s.Origins); err != "" {
+		return invalid("cookie_domain", "%q %s", s.CookieDomain, err)
 	}
 	for lang, raw := range s.Texts {
 		field := "texts." + lang
@@ -181,6 +202,9 @@ func (s Site) Validate() error {
 	if s.SignupTriggers.AfterSeconds < 0 {
 		return invalid("signup_triggers.after_seconds", "cannot be negative")
 	}
+	if p := s.SignupTriggers.ScrollPercent; p < 0 || p > 100 {
+		return invalid("signup_triggers.scroll_percent", "%d is not a share of the page from 1 to 100 (0 is off)", p)
+	}
 	if len(s.SignupTriggers.Selector) > 200 {
 		return invalid("signup_triggers.selector", "longer than 200 characters")
 	}
@@ -188,8 +212,11 @@ func (s Site) Validate() error {
 		return invalid("consent_mode.wait_for_update", "cannot be negative")
 	}
 	for i, c := range s.OptInCountries {
-		if !reCountry.MatchString(c) {
-			return invalid(fmt.Sprintf("opt_in_countries[%d]", i), "%q is not an ISO 3166-1 alpha-2 code like DE", c)
+		// A typo must not fail open: an unassigned code would never match a
+		// visitor, who would then get the notice regime.
+		if !geo.ValidCountry(c) {
+			hint := map[string]string{"UK": "; the United Kingdom is GB", "EL": "; Greece is GR", "EU": "; list the member states"}[c]
+			return invalid(fmt.Sprintf("opt_in_countries[%d]", i), "%q is not an assigned ISO 3166-1 alpha-2 code in capitals, like DE%s", c, hint)
 		}
 	}
 	if s.RetentionDays < 0 {
@@ -201,8 +228,16 @@ func (s Site) Validate() error {
 	return nil
 }
 
-// checkOrigin returns why o is not a scheme://host[:port] web origin, or "".
+// checkOrigin returns why o is not a scheme://host[:port] web origin, or a
+// wildcard one (scheme://*.domain[:port]), or "".
 func checkOrigin(o string) string {
+	if rest, ok := strings.CutPrefix(o, "https://*."); ok {
+		return checkWildcard(rest)
+	} else if rest, ok := strings.CutPrefix(o, "http://*."); ok {
+		return checkWildcard(rest)
+	} else if strings.Contains(o, "*") {
+		return "may hold * only as a whole first label, like https://*.shop.example"
+	}
 	u, err := url.Parse(o)
 	switch {
 	case err != nil:
@@ -226,6 +261,88 @@ func checkOrigin(o string) string {
 	return ""
 }
 
+// checkWildcard checks the domain[:port] after "*." of a wildcard origin.
+// The domain must be one a site can own: not a public suffix such as com or
+// co.uk, where the wildcard would admit anyone's site.
+func checkWildcard(rest string) string {
+	host, port, hasPort := strings.Cut(rest, ":")
+	if strings.Contains(host, "*") {
+		return "may hold * only once, as the whole first label"
+	}
+	if !reDomain.MatchString(host) {
+		return "must be *. followed by a lower-case domain name, like https://*.shop.example"
+	}
+	if hasPort {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+			return "has a bad port"
+		}
+	}
+	if publicSuffix(host) {
+		return "would match every site under a public suffix; name your own domain, like https://*.shop.example"
+	}
+	return ""
+}
+
+// publicSuffix tells whether d is a public suffix (com, co.uk, github.io)
+// rather than a domain someone registered.
+func publicSuffix(d string) bool {
+	etld, _ := publicsuffix.PublicSuffix(d)
+	return etld == d
+}
+
+// checkCookieDomain returns why d cannot hold the shared choice for the
+// site's origins, or "".
+func checkCookieDomain(d string, origins []string) string {
+	switch {
+	case d == "":
+		return ""
+	case strings.HasPrefix(d, "."):
+		return "must be a domain without a leading dot, like shop.example"
+	case !reDomain.MatchString(d):
+		return "is not a lower-case domain name like shop.example"
+	case publicSuffix(d):
+		return "is a public suffix; browsers refuse cookies on it"
+	}
+	for _, o := range origins {
+		host := o
+		if i := strings.Index(host, "://"); i >= 0 {
+			host = host[i+3:]
+		}
+		host, _, _ = strings.Cut(strings.TrimPrefix(host, "*."), ":")
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return ""
+		}
+	}
+	return "covers none of the site's origins; a page can only set a cookie on its own domain or a parent of it"
+}
+
+// AllowsOrigin tells whether a browser's Origin header names a page the
+// site allows: one of its origins exactly, or a subdomain (not the apex) of
+// a wildcard origin, with the same scheme and port.
+func (s Site) AllowsOrigin(origin string) bool {
+	origin = strings.ToLower(origin)
+	for _, o := range s.Origins {
+		o = strings.TrimSuffix(o, "/")
+		if o == origin {
+			return true
+		}
+		scheme, pattern, ok := strings.Cut(o, "://*.")
+		if !ok {
+			continue
+		}
+		rest, ok := strings.CutPrefix(origin, scheme+"://")
+		if !ok {
+			continue
+		}
+		pdomain, pport, _ := strings.Cut(pattern, ":")
+		host, port, _ := strings.Cut(rest, ":")
+		if port == pport && strings.HasSuffix(host, "."+pdomain) && reDomain.MatchString(host) {
+			return true
+		}
+	}
+	return false
+}
+
 // UnknownPurposeError is a choice for a purpose the site does not have.
 type UnknownPurposeError struct{ ID string }
 
@@ -236,9 +353,12 @@ func (e *UnknownPurposeError) Error() string { return fmt.Sprintf("unknown purpo
 // "denied"; required purposes are always granted and purposes left out are
 // denied. A banner choice (signup false) considers the non-signup purposes; a
 // signup considers the signup purposes and any banner purposes sent along.
-// The event is "grant" when every optional purpose considered is granted
-// (also when there is none), "deny" when none is, else "partial".
-func (s Site) Resolve(choices map[string]bool, signup bool) (map[string]string, string, error) {
+// The event is "withdraw" when a purpose that prev (the states of the
+// choice this one replaces, nil for none) granted is now denied — withdrawal
+// is a record of its own (GDPR Art. 7(3)) — else "grant" when every optional
+// purpose considered is granted (also when there is none), "deny" when none
+// is, else "partial".
+func (s Site) Resolve(choices map[string]bool, signup bool, prev map[string]string) (map[string]string, string, error) {
 	known := make(map[string]Purpose, len(s.Purposes))
 	for _, p := range s.Purposes {
 		known[p.ID] = p
@@ -276,6 +396,11 @@ func (s Site) Resolve(choices map[string]bool, signup bool) (map[string]string, 
 		event = "grant"
 	case 0:
 		event = "deny"
+	}
+	for id, st := range states {
+		if st == "denied" && prev[id] == "granted" {
+			event = "withdraw"
+		}
 	}
 	return states, event, nil
 }

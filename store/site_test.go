@@ -58,6 +58,31 @@ func TestSiteValidate(t *testing.T) {
 		{"negative expiry", func(s *Site) { s.Expiry.DenyDays = -1 }, "expiry"},
 		{"negative trigger", func(s *Site) { s.SignupTriggers.AfterSeconds = -5 }, "signup_triggers.after_seconds"},
 		{"policy version with space", func(s *Site) { s.PolicyVersion = "v 2" }, "policy_version"},
+		{"unassigned country DX", func(s *Site) { s.OptInCountries = []string{"DE", "DX"} }, "opt_in_countries[1]"},
+		{"UK is only reserved", func(s *Site) { s.OptInCountries = []string{"UK"} }, "opt_in_countries[0]"},
+		{"valid wildcard origin", func(s *Site) { s.Origins = []string{"https://*.shop.example", "http://*.shop.example:8080"} }, ""},
+		{"wildcard inside a label", func(s *Site) { s.Origins = []string{"https://www*.shop.example"} }, "origins[0]"},
+		{"wildcard not first", func(s *Site) { s.Origins = []string{"https://www.*.shop.example"} }, "origins[0]"},
+		{"wildcard twice", func(s *Site) { s.Origins = []string{"https://*.*.shop.example"} }, "origins[0]"},
+		{"wildcard on a public suffix", func(s *Site) { s.Origins = []string{"https://*.com"} }, "origins[0]"},
+		{"wildcard on a two-label public suffix", func(s *Site) { s.Origins = []string{"https://*.co.uk"} }, "origins[0]"},
+		{"wildcard with path", func(s *Site) { s.Origins = []string{"https://*.shop.example/"} }, "origins[0]"},
+		{"wildcard upper case", func(s *Site) { s.Origins = []string{"https://*.Shop.example"} }, "origins[0]"},
+		{"wildcard bad port", func(s *Site) { s.Origins = []string{"https://*.shop.example:0"} }, "origins[0]"},
+		{"valid cookie domain", func(s *Site) {
+			s.Origins, s.CookieDomain = []string{"https://www.shop.example", "https://*.shop.example"}, "shop.example"
+		}, ""},
+		{"cookie domain with dot", func(s *Site) { s.Origins, s.CookieDomain = []string{"https://www.shop.example"}, ".shop.example" }, "cookie_domain"},
+		{"cookie domain public suffix", func(s *Site) { s.Origins, s.CookieDomain = []string{"https://shop.co.uk"}, "co.uk" }, "cookie_domain"},
+		{"cookie domain of another site", func(s *Site) { s.Origins, s.CookieDomain = []string{"https://www.shop.example"}, "other.example" }, "cookie_domain"},
+		{"cookie domain suffix but not a parent", func(s *Site) { s.Origins, s.CookieDomain = []string{"https://myshop.example"}, "shop.example" }, "cookie_domain"},
+		{"valid cookies", func(s *Site) { s.Purposes[1].Cookies = []string{"_ga", "_ga_*", "_gid"} }, ""},
+		{"cookie with space", func(s *Site) { s.Purposes[1].Cookies = []string{"_g a"} }, "purposes[1].cookies[0]"},
+		{"cookie star inside", func(s *Site) { s.Purposes[1].Cookies = []string{"_*ga"} }, "purposes[1].cookies[0]"},
+		{"cookie empty", func(s *Site) { s.Purposes[1].Cookies = []string{""} }, "purposes[1].cookies[0]"},
+		{"valid scroll trigger", func(s *Site) { s.SignupTriggers.ScrollPercent = 60 }, ""},
+		{"scroll over 100", func(s *Site) { s.SignupTriggers.ScrollPercent = 150 }, "signup_triggers.scroll_percent"},
+		{"scroll negative", func(s *Site) { s.SignupTriggers.ScrollPercent = -1 }, "signup_triggers.scroll_percent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,29 +114,45 @@ func TestResolve(t *testing.T) {
 		signup  bool
 		want    map[string]string
 		event   string
+		prev    map[string]string // the choice replaced
 	}{
 		{"accept all banner", map[string]bool{"analytics": true, "marketing": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant"},
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant", nil},
 		{"reject all banner", map[string]bool{"analytics": false, "marketing": false}, false,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny", nil},
 		{"nothing sent is a refusal", map[string]bool{}, false,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny", nil},
 		{"partial", map[string]bool{"analytics": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied"}, "partial"},
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied"}, "partial", nil},
 		{"required cannot be refused", map[string]bool{"necessary": false, "analytics": true, "marketing": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant"},
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant", nil},
 		{"banner ignores signup purposes", map[string]bool{"newsletter": true}, false,
-			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "deny", nil},
 		{"signup", map[string]bool{"newsletter": true}, true,
-			map[string]string{"necessary": "granted", "newsletter": "granted"}, "grant"},
+			map[string]string{"necessary": "granted", "newsletter": "granted"}, "grant", nil},
 		{"signup with banner purpose sent along", map[string]bool{"newsletter": true, "marketing": false}, true,
-			map[string]string{"necessary": "granted", "marketing": "denied", "newsletter": "granted"}, "partial"},
+			map[string]string{"necessary": "granted", "marketing": "denied", "newsletter": "granted"}, "partial", nil},
 		{"signup refused", map[string]bool{"newsletter": false}, true,
-			map[string]string{"necessary": "granted", "newsletter": "denied"}, "deny"},
+			map[string]string{"necessary": "granted", "newsletter": "denied"}, "deny", nil},
+		{"turning off a purpose granted before is a withdrawal", map[string]bool{"analytics": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied"}, "withdraw",
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}},
+		{"refusing everything after a grant is a withdrawal", map[string]bool{}, false,
+			map[string]string{"necessary": "granted", "analytics": "denied", "marketing": "denied"}, "withdraw",
+			map[string]string{"analytics": "granted", "marketing": "denied"}},
+		{"granting more after a partial choice is no withdrawal", map[string]bool{"analytics": true, "marketing": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "granted"}, "grant",
+			map[string]string{"analytics": "granted", "marketing": "denied"}},
+		{"refusing again what was refused is no withdrawal", map[string]bool{"analytics": true}, false,
+			map[string]string{"necessary": "granted", "analytics": "granted", "marketing": "denied"}, "partial",
+			map[string]string{"analytics": "denied", "marketing": "denied"}},
+		{"a signup leaves banner purposes of the choice before alone", map[string]bool{"newsletter": true}, true,
+			map[string]string{"necessary": "granted", "newsletter": "granted"}, "grant",
+			map[string]string{"analytics": "granted"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, event, err := site.Resolve(tt.choices, tt.signup)
+			got, event, err := site.Resolve(tt.choices, tt.signup, tt.prev)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,13 +161,13 @@ func TestResolve(t *testing.T) {
 			}
 		})
 	}
-	_, _, err := site.Resolve(map[string]bool{"analytics": true, "tracking": true}, false)
+	_, _, err := site.Resolve(map[string]bool{"analytics": true, "tracking": true}, false, nil)
 	var up *UnknownPurposeError
 	if !errors.As(err, &up) || up.ID != "tracking" {
 		t.Fatalf("unknown purpose: %v", err)
 	}
 	only := Site{ID: "x", Purposes: []Purpose{{ID: "necessary", Required: true}}}
-	if _, event, _ := only.Resolve(nil, false); event != "grant" {
+	if _, event, _ := only.Resolve(nil, false, nil); event != "grant" {
 		t.Errorf("a site with only required purposes: event %q, want grant", event)
 	}
 }
@@ -229,6 +270,51 @@ func TestNotices(t *testing.T) {
 	for _, bad := range []string{"sha256:00", "md5:" + h[7:], "sha256:" + hex.EncodeToString(other[:])} {
 		if _, err := s.Notice(bad); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Notice(%q): %v", bad, err)
+		}
+	}
+}
+
+func TestSiteAllowsOrigin(t *testing.T) {
+	s := Site{Origins: []string{"https://shop.example", "https://*.shop.example", "http://*.dev.example:8080"}}
+	for origin, want := range map[string]bool{
+		"https://shop.example":          true,
+		"https://www.shop.example":      true,
+		"https://a.b.shop.example":      true,
+		"https://WWW.Shop.Example":      true,
+		"http://www.shop.example":       false, // other scheme
+		"https://www.shop.example:8443": false, // other port
+		"https://evilshop.example":      false, // not a subdomain
+		"https://shop.example.evil.com": false,
+		"https://.shop.example":         false,
+		"http://dev.example:8080":       false, // the apex is not in a wildcard
+		"http://x.dev.example:8080":     true,
+		"http://x.dev.example":          false,
+		"null":                          false,
+	} {
+		if got := s.AllowsOrigin(origin); got != want {
+			t.Errorf("AllowsOrigin(%q) = %v, want %v", origin, got, want)
+		}
+	}
+}
+
+func TestCheckSiteKeys(t *testing.T) {
+	for body, field := range map[string]string{
+		`{"id":"shop","purposes":[{"id":"a"}]}`:                                         "",
+		`{"id":"shop","texts":{"en":{"anything":"goes","purposes":{}}}}`:                "",
+		`{"id":"shop","signup_triggers":{"scroll_percnt":50}}`:                          "signup_triggers.scroll_percnt",
+		`{"id":"shop","purposes":[{"id":"a"},{"id":"b","consentmode":["ad_storage"]}]}`: "purposes[1].consentmode",
+		`{"id":"shop","Origins":["https://shop.example"]}`:                              "Origins",
+		`{"id":"shop","theme":{"color":"#fff"}}`:                                        "theme.color",
+		`{"id":"shop","cookie_domains":"shop.example"}`:                                 "cookie_domains",
+		`{"id":"shop","theme":"dark"}`:                                                  "", // a wrong type is json.Unmarshal's to report
+	} {
+		err := CheckSiteKeys([]byte(body))
+		var ve *ValidationError
+		switch {
+		case field == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", body, err)
+		case field != "" && (!errors.As(err, &ve) || ve.Field != field || ve.Code != "invalid_field"):
+			t.Errorf("%s: %v, want an invalid_field error naming %s", body, err, field)
 		}
 	}
 }

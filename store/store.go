@@ -3,8 +3,8 @@
 // suppression list, admin tokens and the audit log. It knows nothing of HTTP;
 // the server and the CLI call it.
 //
-// Bucket layout (schema version 4; version 1 had no outbox, 2 no visitors/
-// index, 3 no users/ and sessions/):
+// Bucket layout (schema version 5; version 1 had no outbox, 2 no visitors/
+// index, 3 no users/ and sessions/, 4 no webhooks/):
 //
 //	meta/
 //	  schema_version      uint64 big-endian (see schemaVersion, migrations)
@@ -51,6 +51,8 @@
 //	  subjects/  <email digest 32><seq 8>   items about a person (erasure)
 //	  counts                                {"mail":{"queued":n,"sent":n,"failed":n},…}
 //	                                        where <group> = <len 1><kind><len 1><key>
+//	webhooks/             webhook endpoints (webhook.go), since schema 5
+//	  <id "wh_…">         WebhookEndpoint as JSON, with its signing secret
 //
 // Records and their proof (codec.go): a record's id is 26 Crockford base32
 // characters that read as a ULID and carry recorded_at to the nanosecond, so
@@ -124,7 +126,7 @@ var (
 	// schema1Buckets are the top-level buckets of schema version 1.
 	schema1Buckets = [][]byte{bucketMeta, bucketSites, bucketNotices, bucketChains, bucketRecords,
 		bucketSubjects, bucketOptIn, bucketSuppression, bucketTokens, bucketAudit}
-	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketVisitors, bucketUsers, bucketSessions)
+	allBuckets = append(append([][]byte{}, schema1Buckets...), bucketOutbox, bucketVisitors, bucketUsers, bucketSessions, bucketWebhooks)
 )
 
 // Keys in the meta bucket.
@@ -140,7 +142,7 @@ var (
 const appendFill = 0.95
 
 // schemaVersion is the layout this code reads and writes.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // migrations[v] brings a ledger at schema version v to v+1. A fresh file is
 // version 0. Each runs in the one transaction that also records the new
@@ -150,6 +152,7 @@ var migrations = []func(tx *bolt.Tx) error{
 	1: migrateOutbox,
 	2: migrateVisitors,
 	3: migrateUsers,
+	4: migrateWebhooks,
 }
 
 // migrateUsers makes the console's users/ and sessions/ buckets (schema 4).

@@ -164,3 +164,24 @@ func TestTokenWithoutRoleIsAdmin(t *testing.T) {
 		t.Error("role root accepted")
 	}
 }
+
+// BenchmarkCheckPassword is the argon2id cost of one sign-in (right
+// password, and an unknown address, which must cost the same).
+func BenchmarkCheckPassword(b *testing.B) {
+	s := newTestStore(b)
+	s.CreateUser("ann@example.com", RoleAdmin, pw)
+	b.Run("known", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := s.CheckPassword("ann@example.com", pw); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("unknown", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := s.CheckPassword("nobody@example.com", pw); ok {
+				b.Fatal("accepted")
+			}
+		}
+	})
+}

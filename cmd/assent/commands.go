@@ -14,6 +14,7 @@ import (
 	"github.com/assent/assent/build"
 	"github.com/assent/assent/geo"
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/webhook"
 	"github.com/assent/assent/widget"
 )
 
@@ -69,7 +70,13 @@ func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return printJSON(stdout, v)
 	}
 	if erase {
-		rep, err := l.st.Erase("cli", ref)
+		// The erasure queues its subject.erased webhook events in its own
+		// transaction; the server delivers them when it next runs.
+		hooks, err := webhook.New(ctx, l.st, webhook.Options{})
+		if err != nil {
+			return err
+		}
+		rep, _, err := l.st.EraseWith(ctx, "cli", ref, hooks.EraseOptions())
 		if err != nil {
 			return err
 		}
@@ -241,6 +248,9 @@ func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		b, err := os.ReadFile(f.str("file"))
 		if err != nil {
 			return err
+		}
+		if err := store.CheckSiteKeys(b); err != nil {
+			return fmt.Errorf("%s: %v", f.str("file"), err)
 		}
 		if err := json.Unmarshal(b, &site); err != nil {
 			return fmt.Errorf("%s: not a site config: %v", f.str("file"), err)

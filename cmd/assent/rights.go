@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/webhook"
 )
 
 // subjectRights runs `assent subject withdraw` and `assent subject
@@ -50,7 +51,13 @@ func subjectRights(ctx context.Context, verb string, f *flags, stdout io.Writer)
 		return printJSON(stdout, v)
 	}
 	if verb == "withdraw" {
-		recs, err := l.st.WithdrawOnRequest(ctx, "cli", body.(store.Withdrawal), store.AppendOptions{})
+		// The withdraw records queue their consent.withdrawn webhook events
+		// in their own commit; the server delivers them when it next runs.
+		hooks, err := webhook.New(ctx, l.st, webhook.Options{})
+		if err != nil {
+			return err
+		}
+		recs, err := l.st.WithdrawOnRequest(ctx, "cli", body.(store.Withdrawal), store.AppendOptions{Outbox: hooks.RecordOutbox(nil)})
 		if err != nil {
 			return err
 		}

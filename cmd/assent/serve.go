@@ -25,7 +25,7 @@ import (
 )
 
 var serveFlags = []string{"addr", "data", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
-	"public-url", "smtp", "mail-from", "geo-poll", "retention-every", "log-format", "log-level"}
+	"public-url", "smtp", "mail-from", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
 
 // defaultGeoDB is where `make` puts the default country database.
 const defaultGeoDB = "geo-whois-asn-country.mmdb"
@@ -56,6 +56,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if cfg.Mail, err = mailSender(f); err != nil {
+		return err
+	}
+	if cfg.WebhookAllowPrivate, err = f.bool("webhook-allow-private"); err != nil {
 		return err
 	}
 	geoPoll, err := f.duration("geo-poll")

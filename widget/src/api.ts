@@ -5,6 +5,9 @@ import { C } from './config'
 const me = (document.currentScript ||
   document.querySelector('script[src*="/w/' + C.site + '.js"]')) as HTMLScriptElement | null
 const base = me && me.src ? new URL(me.src).origin : ''
+// Under a CSP with a script nonce, scripts the widget activates carry the
+// nonce of its own tag (read from the property: browsers hide the attribute).
+export const nonce = (me && me.nonce) || ''
 // The demo page picks a country; the server honours it only in demo mode.
 const demo = me && me.getAttribute('data-demo-country')
 

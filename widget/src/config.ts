@@ -7,6 +7,7 @@ export interface Purpose {
   signup?: boolean
   required_for_signup?: boolean
   consent_mode?: string[]
+  cookies?: string[] // first-party cookies deleted when the purpose is refused ("_ga", "_ga_*")
 }
 
 export interface WidgetConfig {
@@ -17,8 +18,9 @@ export interface WidgetConfig {
   theme?: { scheme?: string; position?: string; brand?: string; radius?: string }
   settings_button?: boolean
   expiry?: { deny_days?: number; grant_days?: number }
-  signup_triggers?: { after_seconds?: number; exit_intent?: boolean; selector?: string }
+  signup_triggers?: { after_seconds?: number; exit_intent?: boolean; selector?: string; scroll_percent?: number }
   consent_mode?: { wait_for_update?: number; ads_data_redaction?: boolean; url_passthrough?: boolean }
+  cookie_domain?: string
   build?: string
 }
 

@@ -28,10 +28,14 @@ const state = (ok: (p: Purpose) => boolean) => {
   return o
 }
 
+// The stub (/w/SITE/consent-mode.js) sent the default already when the
+// dataLayer holds one.
+const stubbed = () => (W.dataLayer || []).some((a: any) => a[0] == 'consent' && a[1] == 'default')
+
 export const cmDefault = () => {
   const g = gtag(),
     cm = C.consent_mode || {}
-  if (!g) return
+  if (!g || stubbed()) return
   const o = state(() => false)
   o.wait_for_update = cm.wait_for_update == null ? 500 : cm.wait_for_update
   g('consent', 'default', o)

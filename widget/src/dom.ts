@@ -1,5 +1,6 @@
 // The shadow root and the tiny element builder every view uses.
 import { theme } from './config'
+export { theme }
 
 declare const __ASSENT_CSS__: string
 
@@ -28,6 +29,21 @@ export let host: HTMLElement
 export let root: ShadowRoot
 export let box: HTMLElement
 
+const CSS: string = __ASSENT_CSS__ // once in the bundle
+let css: CSSStyleSheet | undefined
+
+// sheet gives a shadow root the widget's styles: one constructed style
+// sheet shared by every root. It is not an inline <style>, so a CSP without
+// 'unsafe-inline' lets it through.
+export const sheet = (r: ShadowRoot) => {
+  try {
+    if (!css) (css = new CSSStyleSheet()), css.replaceSync(CSS)
+    r.adoptedStyleSheets = [css]
+  } catch (e) {
+    r.append(h('style', 0, CSS))
+  }
+}
+
 export const mount = () => {
   host = h('div', { id: 'assent' })
   // Inline and important, so that page rules such as `div {margin: 1em}` do
@@ -36,16 +52,7 @@ export const mount = () => {
   if (theme.brand) host.style.setProperty('--assent-brand', theme.brand)
   if (theme.radius) host.style.setProperty('--assent-radius', theme.radius)
   root = host.attachShadow({ mode: 'open' })
-  const css: string = __ASSENT_CSS__
-  try {
-    // A constructed style sheet is not an inline <style>, so a CSP without
-    // 'unsafe-inline' lets it through.
-    const s = new CSSStyleSheet()
-    s.replaceSync(css)
-    root.adoptedStyleSheets = [s]
-  } catch (e) {
-    root.append(h('style', 0, css))
-  }
+  sheet(root)
   root.append((box = h('div', { class: 'w ' + (theme.scheme || 'auto') })))
   document.body.append(host)
 }

@@ -9,7 +9,7 @@ import { cmDefault, cmUpdate } from './consentmode'
 import { D, decide, optIn, tt } from './decision'
 import { box, btn, mount, root } from './dom'
 import { gate } from './gating'
-import { fresh, M, save } from './prefs'
+import { clearCookies, fresh, M, save } from './prefs'
 import { body, signupView, submit } from './signup'
 
 // The view on screen: '' none, b first layer, p settings, r receipt, s signup.
@@ -34,7 +34,8 @@ const onReady = (f: () => void) =>
 
 const apply = (cm = 1) => {
   cm && cmUpdate(p => granted(p.id))
-  onReady(() => gate(granted))
+  M.ch && clearCookies(granted)
+  onReady(() => gate(granted, allow))
 }
 
 const get = () => (M.ch ? { regime: M.rg, choices: Object.assign({}, M.ch), recorded_at: M.at || null, id: M.id || null } : null)
@@ -58,16 +59,23 @@ const idle = () => {
 
 // A choice takes effect at once; the record follows, and is remembered only
 // once the server has stored it.
+// Writes go one after another, each naming the record it replaces (the one
+// in force, or the one the write before it made), so the server can tell a
+// withdrawal from a refusal even when the visitor changes their mind quickly.
+let writes: Promise<unknown> = Promise.resolve()
 const choose = (ch: Choices, source = V == 'b' ? 'banner' : 'preferences') => {
+  const had = M.ch,
+    id = M.id
   Object.assign(M, { ch, v: D.policy_version || C.policy_version, rg: D.regime, id: '', at: '', rc: '' })
   ;(V == 'b' || V == 'p') && close(idle)
   apply()
-  return call('/consents', body(ch, source))
+  return (writes = writes
+    .then(() => call('/consents', body(ch, source, { replaces: had && (M.id || id) })))
     .then(([s, j]) => {
       if (s == 201) Object.assign(M, { id: j.id, at: j.recorded_at, rg: j.regime, rc: j.receipt }), save()
     })
     .catch(() => {})
-    .then(() => (fire('change'), get()))
+    .then(() => (fire('change'), get())))
 }
 
 const act = (a: string, el: HTMLElement) => {
@@ -82,6 +90,13 @@ const act = (a: string, el: HTMLElement) => {
     else if (M.ch) close(idle)
     else choose(now(false))
   }
+}
+
+// A placeholder's button grants what its embed waits for, as a choice of its own.
+const allow = (ids: string[]) => {
+  const ch = now()
+  OP.forEach(p => ids.indexOf(p.id) >= 0 && (ch[p.id] = !gpcDenied(p)))
+  choose(ch, 'embed')
 }
 
 const trigger = () => (V == 'b' ? (pending = 1) : V || M.su || open('signup'))
@@ -118,12 +133,21 @@ decide().then(
       if (!fresh(D.policy_version)) delete M.ch
       // Consent Mode needs an update unless the state is still the default
       // one: opt-in, no choice, and nothing granted early.
+      // (Else the remembered choice stands; its embeds get their placeholders now
+      // that the texts are in.)
       if (!early || !M.ch) apply(+(early || !!M.ch || !optIn()))
+      else gate(granted, allow)
       idle()
       const t = C.signup_triggers || {}
       if (hasSignup) {
         t.after_seconds && setTimeout(trigger, t.after_seconds * 1e3)
         t.exit_intent && document.addEventListener('mouseout', e => e.relatedTarget || e.clientY > 0 || trigger())
+        // Scroll depth: the share of the page's scrollable height passed.
+        const sc = () => {
+          const e = document.documentElement
+          if ((100 * scrollY) / Math.max(1, e.scrollHeight - innerHeight) >= t.scroll_percent!) removeEventListener('scroll', sc), trigger()
+        }
+        t.scroll_percent && addEventListener('scroll', sc, { passive: true })
         t.selector &&
           document.addEventListener('click', e => {
             const el = e.target as Element

@@ -12,8 +12,10 @@ import * as sites from './sites'
 import * as audit from './audit'
 import * as ops from './ops'
 import * as mail from './mail'
+import * as origins from './origins'
+import * as webhooks from './webhooks'
 
-const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, mail, ops }
+const sections: Record<string, { init: () => void; show: () => void }> = { log, charts, subjects, sites, audit, mail, ops, origins, webhooks }
 const first = 'log'
 
 function signedIn(who: Who | null) {
