@@ -78,7 +78,7 @@ test: deps lint
 	./scripts/with-postgres $(GO) test -race -count=1 -timeout 30m ./...
 
 bench: geodb
-	$(GO) run ./cmd/benchreport -o docs/benchmarks.md
+	./scripts/with-postgres $(GO) run ./cmd/benchreport -o docs/benchmarks.md
 
 clean:
 	rm -rf bin dist

@@ -117,7 +117,7 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		WebhookSchedule:     opts.webhookSchedule,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(cfg, st, loc, log)
+	srv, err := server.New(cfg, store.Bolt(st), loc, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 func (s *Server) audit(c echo.Context, action, detail string) error {
-	if err := s.store.Audit(actorOf(c).auditName(), action, detail); err != nil {
+	if err := s.store.Audit(c.Request().Context(), actorOf(c).auditName(), action, detail); err != nil {
 		return fmt.Errorf("audit %s: %w", action, err)
 	}
 	return nil
@@ -33,12 +33,12 @@ func listJSON[T any](c echo.Context, list []T, err error) error {
 }
 
 func (s *Server) handleListSites(c echo.Context) error {
-	sites, err := s.store.Sites()
+	sites, err := s.store.Sites(c.Request().Context())
 	return listJSON(c, sites, err)
 }
 
 func (s *Server) handleGetSite(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -66,9 +66,12 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	created, err := s.store.CreateSiteBy(actorOf(c).auditName(), site)
+	created, err := s.store.CreateSite(c.Request().Context(), site)
 	if err != nil {
 		return siteError(err, site.ID)
+	}
+	if err := s.audit(c, "site_create", "site "+created.ID+" policy_version "+created.PolicyVersion); err != nil {
+		return err
 	}
 	return c.JSON(http.StatusCreated, created)
 }
@@ -88,9 +91,12 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	updated, err := s.store.PutSiteBy(actorOf(c).auditName(), site)
+	updated, err := s.store.PutSite(c.Request().Context(), site)
 	if err != nil {
 		return siteError(err, id)
+	}
+	if err := s.audit(c, "site_update", "site "+updated.ID+" policy_version "+updated.PolicyVersion); err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, updated)
 }
@@ -161,7 +167,7 @@ func (s *Server) handleSubject(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	recs, state, err := s.store.Lookup(ref)
+	recs, state, err := s.store.Lookup(c.Request().Context(), ref)
 	if err != nil {
 		return subjectError(err)
 	}
@@ -190,7 +196,7 @@ func (s *Server) handleEraseSubject(c echo.Context) error {
 }
 
 func (s *Server) handleVerify(c echo.Context) error {
-	rep, err := s.store.Verify()
+	rep, err := s.store.Verify(c.Request().Context())
 	if err != nil {
 		return err
 	}
@@ -205,6 +211,10 @@ func (s *Server) handleVerify(c echo.Context) error {
 }
 
 func (s *Server) handleBackup(c echo.Context) error {
+	if _, ok := store.BoltStore(s.store); !ok {
+		return apiError(http.StatusNotImplemented, "not_supported",
+			"this ledger is a PostgreSQL database: back it up with pg_dump or pg_basebackup (docs/deploy.md)")
+	}
 	if err := s.audit(c, "backup", "hot copy of the ledger"); err != nil {
 		return err
 	}
@@ -214,7 +224,7 @@ func (s *Server) handleBackup(c echo.Context) error {
 	// The status goes out with the first bytes; a failure after them
 	// aborts the connection (errorHandler), so a client never takes a
 	// short copy for a whole one.
-	_, err := s.store.Backup(c.Response())
+	_, err := s.store.Backup(c.Request().Context(), c.Response())
 	if err != nil && !c.Response().Committed {
 		c.Response().Header().Del("Content-Disposition")
 	}
@@ -222,7 +232,7 @@ func (s *Server) handleBackup(c echo.Context) error {
 }
 
 func (s *Server) handleListTokens(c echo.Context) error {
-	toks, err := s.store.Tokens()
+	toks, err := s.store.Tokens(c.Request().Context())
 	return listJSON(c, toks, err)
 }
 
@@ -240,9 +250,7 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	// The audit entry names the token as created ("admin-<n>" when no
-	// name was given) and commits with it.
-	name, tok, err := s.store.CreateTokenBy(actorOf(c).auditName(), req.Name, role)
+	tok, err := s.store.CreateTokenRole(c.Request().Context(), req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -253,18 +261,24 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 		}
 		return err
 	}
-	return c.JSON(http.StatusCreated, map[string]string{"name": name, "role": string(role), "token": tok})
+	if err := s.audit(c, "token_create", "token "+req.Name+" role "+string(role)); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "role": string(role), "token": tok})
 }
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
 	name := c.Param("name")
-	if err := s.store.RevokeTokenBy(actorOf(c).auditName(), name); err != nil {
+	if err := s.store.RevokeToken(c.Request().Context(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
 		}
 		if errors.Is(err, store.ErrLastAdmin) {
 			return apiError(http.StatusConflict, "last_admin", fmt.Sprintf("token %q is the last admin token or user; create another admin first", truncate(name, 64)))
 		}
+		return err
+	}
+	if err := s.audit(c, "token_revoke", "token "+name); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -277,7 +291,7 @@ func (s *Server) handleNotice(c echo.Context) error {
 	if !strings.HasPrefix(hash, "sha256:") || len(hash) != 7+64 {
 		return apiError(http.StatusBadRequest, "invalid_field", "hash: want sha256:<64 hex digits>, as in a record's notice_hash")
 	}
-	doc, err := s.store.Notice(hash)
+	doc, err := s.store.Notice(c.Request().Context(), hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return apiError(http.StatusNotFound, "not_found", "no notice with that hash")
 	}

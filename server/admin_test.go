@@ -834,24 +834,3 @@ func TestExportErrorsBeforeAndAfterTheFirstByte(t *testing.T) {
 	})
 	t.Error("the late error was not turned into an abort")
 }
-
-// A token created without a name is audited under the name it got, and the
-// entry commits with the token.
-func TestUnnamedTokenAuditedUnderItsName(t *testing.T) {
-	ts := newTestServer(t, nil)
-	resp := ts.admin(http.MethodPost, "/v1/admin/tokens", map[string]string{})
-	var got struct{ Name, Token string }
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal(resp.body, &got) != nil || got.Name == "" || got.Token == "" {
-		t.Fatalf("create: %d %s", resp.StatusCode, resp.body)
-	}
-	var details []string
-	ts.st.AuditLog(time.Time{}, time.Time{}, func(e store.AuditEntry) error {
-		if e.Action == "token_create" {
-			details = append(details, e.Detail)
-		}
-		return nil
-	})
-	if len(details) != 1 || !strings.Contains(details[0], "token "+got.Name+" ") {
-		t.Errorf("token_create entries %q, want one naming %q", details, got.Name)
-	}
-}

@@ -61,7 +61,7 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="assent"`)
 			return apiError(http.StatusUnauthorized, "unauthorized", "admin endpoints need Authorization: Bearer <token>, or signing in to the console")
 		}
-		t, ok := s.store.TokenFor(strings.TrimSpace(tok))
+		t, ok := s.store.TokenFor(c.Request().Context(), strings.TrimSpace(tok))
 		if !ok {
 			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="assent", error="invalid_token"`)
 			return apiError(http.StatusUnauthorized, "unauthorized", "the bearer token is not valid")
@@ -77,7 +77,7 @@ func (s *Server) sessionActor(c echo.Context) (actor, bool) {
 	if err != nil {
 		return actor{}, false
 	}
-	ss, ok := s.store.SessionFor(ck.Value)
+	ss, ok := s.store.SessionFor(c.Request().Context(), ck.Value)
 	if !ok {
 		return actor{}, false
 	}

@@ -36,7 +36,7 @@ func benchServer(b *testing.B, discard bool) string {
 		b.Fatal(err)
 	}
 	cfg := Config{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
-	srv, err := New(cfg, st, loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(cfg, store.Bolt(st), loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

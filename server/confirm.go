@@ -77,7 +77,7 @@ func (s *Server) handleConfirmPage(c echo.Context) error {
 	siteID, _, err := s.store.ParseConfirmToken(token)
 	var site store.Site
 	if err == nil {
-		site, err = s.store.Site(siteID)
+		site, err = s.store.Site(c.Request().Context(), siteID)
 	}
 	if err != nil {
 		t := s.texts.forLocale(store.Site{}, c.QueryParam("lang"), c.Request().Header.Get("Accept-Language"))
@@ -109,7 +109,7 @@ func (s *Server) handleConfirm(c echo.Context) error {
 		WidgetBuild: s.WidgetBuild(), GeoDB: s.geo.BuildDate()}
 	var site store.Site
 	if siteID, _, err := s.store.ParseConfirmToken(token); err == nil {
-		if site, err = s.store.Site(siteID); err == nil {
+		if site, err = s.store.Site(c.Request().Context(), siteID); err == nil {
 			d := s.decide(c, site)
 			meta.Country, meta.Regime = d.Country, string(d.Regime)
 		}

@@ -37,7 +37,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		panic(http.ErrAbortHandler)
 	}
 	var he *echo.HTTPError
-	if errors.Is(err, store.ErrCorrupt) {
+	var failed *store.FailedError
+	switch {
+	case errors.As(err, &he):
+	case errors.Is(err, store.ErrCorrupt):
 		s.log.Error("ledger damaged", "route", c.Path(), "err", err.Error())
 		msg := "a damaged part of the ledger file could not be read; the operator must run `assent verify` and restore a backup"
 		if strings.HasPrefix(c.Path(), "/v1/admin/") {
@@ -46,12 +49,20 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 			msg += ": " + err.Error()
 		}
 		he = apiError(http.StatusInternalServerError, "ledger_damaged", msg)
-	} else if errors.Is(err, store.ErrUnavailable) {
+	case errors.As(err, &failed):
 		// Logged once, when it happened (see New); not per request.
 		c.Response().Header().Set("Retry-After", "60")
 		he = apiError(http.StatusServiceUnavailable, "unavailable",
 			"the ledger stopped accepting writes after a storage failure; an operator must restart the server")
-	} else if !errors.As(err, &he) {
+	case errors.Is(err, store.ErrUnavailable):
+		// The database did not answer: nothing was stored, and the next
+		// request tries again (PostgreSQL restarting, a failover).
+		s.log.Warn("ledger unavailable", "route", c.Path(), "err", err.Error())
+		c.Response().Header().Set("Retry-After", "1")
+		he = apiError(http.StatusServiceUnavailable, "unavailable", "the ledger is not answering; nothing was stored, try again shortly")
+	case errors.Is(err, store.ErrNotSupported):
+		he = apiError(http.StatusNotImplemented, "not_supported", err.Error())
+	default:
 		s.log.Error("request failed", "route", c.Path(), "err", err.Error())
 		he = apiError(http.StatusInternalServerError, "internal", "internal error")
 	}

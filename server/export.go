@@ -136,7 +136,7 @@ func idTime(id string) (time.Time, bool) {
 var errPageFull = errors.New("page full")
 
 func (s *Server) handleExportConsents(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func (s *Server) handleExportConsents(c echo.Context) error {
 		return apiError(http.StatusBadRequest, "unknown_purpose", fmt.Sprintf("purpose: site %q has no purpose %q", site.ID, q.Purpose))
 	}
 	records := func(fn func(store.Record) error) error {
-		return s.store.Records(site.ID, q.Query, fn)
+		return s.store.Records(c.Request().Context(), site.ID, q.Query, fn)
 	}
 	if q.After != "" || q.Limit > 0 {
 		records = pageOf(records, q.After, q.Limit)
@@ -195,7 +195,7 @@ func pageOf(records func(func(store.Record) error) error, after string, limit in
 }
 
 func (s *Server) handleExportSignups(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -216,7 +216,7 @@ func (s *Server) handleExportSignups(c echo.Context) error {
 		base := s.baseURL(c)
 		unsub := func(email string) string { return base + "/u/" + s.store.UnsubscribeToken(site.ID, email) }
 		return WriteSubjects(c.Response(), q.Format, site, unsub, func(fn func(store.SubjectState) error) error {
-			return s.store.Subjects(site.ID, q.Query, fn)
+			return s.store.Subjects(c.Request().Context(), site.ID, q.Query, fn)
 		})
 	})
 }
@@ -234,7 +234,7 @@ func (s *Server) handleAudit(c echo.Context) error {
 	}
 	return s.stream(c, name, q.Format, func() error {
 		return WriteAudit(c.Response(), q.Format, func(fn func(store.AuditEntry) error) error {
-			return s.store.AuditLog(q.From, q.To, fn)
+			return s.store.AuditLog(c.Request().Context(), q.From, q.To, fn)
 		})
 	})
 }

@@ -210,7 +210,7 @@ func TestExportBenchChild(t *testing.T) {
 	}
 	defer st.Close()
 	loc, _ := geo.Open("")
-	srv, err := New(Config{}, st, loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(Config{}, store.Bolt(st), loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func newTestServerLog(t testing.TB, cfg *Config, log *slog.Logger) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(*cfg, st, loc, log)
+	srv, err := New(*cfg, store.Bolt(st), loc, log)
 	if err != nil {
 		t.Fatal(err)
 	}

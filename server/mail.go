@@ -159,7 +159,7 @@ func (s *Server) deliver(ctx context.Context, it store.OutboxItem) error {
 	if it.Payload == nil || json.Unmarshal(it.Payload, &p) != nil || p.To == "" {
 		return &mail.Error{Err: errors.New("no recipient (erased?)")}
 	}
-	site, err := s.store.Site(it.Site)
+	site, err := s.store.Site(ctx, it.Site)
 	if err != nil {
 		return &mail.Error{Err: fmt.Errorf("site %q: %w", it.Site, err)}
 	}
@@ -220,7 +220,7 @@ type mailView struct {
 // handleMailList answers GET /v1/admin/sites/{site}/mail: the site's mails,
 // newest first (?limit=, ?before= an id for the next page).
 func (s *Server) handleMailList(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}

@@ -358,7 +358,7 @@ func TestConfirmLinkExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	sender, _ := mail.New(mail.Config{URL: "smtp://127.0.0.1:1?tls=none", From: "news@shop.example"})
-	srv, err := New(Config{PublicURL: publicURL, Mail: sender}, st, loc, nil)
+	srv, err := New(Config{PublicURL: publicURL, Mail: sender}, store.Bolt(st), loc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

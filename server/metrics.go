@@ -25,7 +25,7 @@ type metrics struct {
 	h        echo.HandlerFunc
 }
 
-func newMetrics(st *store.Store) *metrics {
+func newMetrics(st store.Ledger) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "assent_http_requests_total", Help: "HTTP requests by route, method and status.",
@@ -47,11 +47,14 @@ func newMetrics(st *store.Store) *metrics {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "assent_ledger_up", Help: "1 when the ledger answers.",
 		}, func() float64 {
-			if st.Ping() != nil {
+			if st.Ping(context.Background()) != nil {
 				return 0
 			}
 			return 1
-		}), writeFailed{st})
+		}))
+		if bs, ok := store.BoltStore(st); ok { // only a file fails stop
+			m.reg.MustRegister(writeFailed{bs})
+		}
 	}
 	m.h = echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m
@@ -93,7 +96,7 @@ func (w writeFailed) Collect(ch chan<- prometheus.Metric) {
 
 // mailCollector reads the mails per state from the ledger at each scrape,
 // so the figures are the ledger's, across restarts.
-type mailCollector struct{ st *store.Store }
+type mailCollector struct{ st store.Ledger }
 
 var mailDesc = prometheus.NewDesc("assent_mail_total", "Confirmation mails in the outbox, by state (queued, sent, failed).", []string{"state"}, nil)
 

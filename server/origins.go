@@ -104,7 +104,7 @@ func (r *rejectedOrigins) list(site string) []rejectedOrigin {
 
 // handleRejectedOrigins answers GET /v1/admin/sites/{site}/rejected-origins.
 func (s *Server) handleRejectedOrigins(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,7 @@ func (s *Server) handleWidget(c echo.Context) error {
 	if !ok {
 		return apiError(http.StatusNotFound, "not_found", "widget scripts end in .js")
 	}
-	site, err := s.site(id)
+	site, err := s.site(c.Request().Context(), id)
 	if err != nil {
 		return err
 	}
@@ -42,7 +43,7 @@ func (s *Server) handleWidget(c echo.Context) error {
 // handleConsentModeStub serves /w/{site}/consent-mode.js, the synchronous
 // Consent Mode stub for the top of <head>: cacheable like the widget.
 func (s *Server) handleConsentModeStub(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -78,7 +79,7 @@ type decisionResponse struct {
 }
 
 func (s *Server) handleDecision(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func (s *Server) handleSignup(c echo.Context) error  { return s.write(c, true) }
 // write stores one banner choice or signup and answers only once the record
 // is on disk.
 func (s *Server) write(c echo.Context, signup bool) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -170,7 +171,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 	}
 	var prev map[string]string
 	if !signup {
-		if prev, err = s.replaced(site, req.Replaces, req.VisitorID); err != nil {
+		if prev, err = s.replaced(c.Request().Context(), site, req.Replaces, req.VisitorID); err != nil {
 			return err
 		}
 	}
@@ -183,7 +184,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 		return err
 	}
 	n := s.texts.notice(site, req.Locale, r.Header.Get("Accept-Language"))
-	noticeHash, err := s.texts.stored(s.store, n)
+	noticeHash, err := s.texts.stored(c.Request().Context(), s.store, n)
 	if err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func (s *Server) write(c echo.Context, signup bool) error {
 // record of this site by the same visitor. Anything else (no id, another
 // visitor's record, one erased or purged) is no previous choice, so a
 // visitor's word alone never makes a record a withdrawal.
-func (s *Server) replaced(site store.Site, id, visitor string) (map[string]string, error) {
+func (s *Server) replaced(ctx context.Context, site store.Site, id, visitor string) (map[string]string, error) {
 	if id == "" || visitor == "" {
 		return nil, nil
 	}
@@ -242,7 +243,7 @@ func (s *Server) replaced(site store.Site, id, visitor string) (map[string]strin
 	// The id carries its recorded_at to the nanosecond.
 	at := time.Unix(0, store.IDTime(raw)).UTC()
 	var prev map[string]string
-	err = s.store.Records(site.ID, store.Query{From: at, To: at.Add(time.Nanosecond)}, func(r store.Record) error {
+	err = s.store.Records(ctx, site.ID, store.Query{From: at, To: at.Add(time.Nanosecond)}, func(r store.Record) error {
 		if r.ID == id && r.VisitorID == visitor && !r.Erased {
 			prev = r.Choices
 		}
@@ -429,7 +430,7 @@ func (s *Server) checkOrigin(c echo.Context, site store.Site) error {
 }
 
 func (s *Server) handlePreflight(c echo.Context) error {
-	site, err := s.site(c.Param("site"))
+	site, err := s.site(c.Request().Context(), c.Param("site"))
 	if err != nil {
 		return err
 	}
@@ -512,15 +513,15 @@ func (s *Server) handleJWKS(c echo.Context) error {
 
 func (s *Server) handleHealth(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "no-store")
-	if err := s.store.Ping(); err != nil {
+	if err := s.store.Ping(c.Request().Context()); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // site loads a site or answers 404 unknown_site.
-func (s *Server) site(id string) (store.Site, error) {
-	site, err := s.store.Site(id)
+func (s *Server) site(ctx context.Context, id string) (store.Site, error) {
+	site, err := s.store.Site(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return site, apiError(http.StatusNotFound, "unknown_site", fmt.Sprintf("no site %q", truncate(id, 64)))
 	}

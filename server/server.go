@@ -58,7 +58,7 @@ type Config struct {
 // Server is the HTTP server and its dependencies.
 type Server struct {
 	cfg     Config
-	store   *store.Store
+	store   store.Ledger
 	geo     *geo.Locator
 	log     *slog.Logger
 	echo    *echo.Echo
@@ -77,7 +77,7 @@ type Server struct {
 
 // New builds the widget and wires the routes. It fails if the widget does
 // not build: a server that cannot serve its script must not start.
-func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Server, error) {
+func New(cfg Config, st store.Ledger, loc *geo.Locator, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -101,8 +101,8 @@ func New(cfg Config, st *store.Store, loc *geo.Locator, log *slog.Logger) (*Serv
 	if err != nil {
 		return nil, err
 	}
-	if st != nil {
-		st.OnFail(func(err error) {
+	if bs, ok := store.BoltStore(st); ok {
+		bs.OnFail(func(err error) {
 			var fe *store.FailedError
 			reason := "other"
 			if errors.As(err, &fe) {

@@ -32,7 +32,7 @@ func (s *Server) handleLogin(c echo.Context) error {
 			fmt.Sprintf("too many failed sign-ins; try again in %d seconds", int(wait.Seconds()+0.999)))
 	}
 	// An unknown address costs the same work and gets the same answer.
-	u, ok := s.store.CheckPassword(email, password)
+	u, ok := s.store.CheckPassword(c.Request().Context(), email, password)
 	if !ok {
 		s.logins.fail(keys)
 		return apiError(http.StatusUnauthorized, "invalid_credentials", "wrong email or password")
@@ -41,7 +41,7 @@ func (s *Server) handleLogin(c echo.Context) error {
 	if err := s.startSession(c, u.Email); err != nil {
 		return err
 	}
-	if err := s.store.Audit("user:"+u.Email, "sign_in", "console sign-in, role "+string(u.Role)); err != nil {
+	if err := s.store.Audit(c.Request().Context(), "user:"+u.Email, "sign_in", "console sign-in, role "+string(u.Role)); err != nil {
 		return err
 	}
 	return c.Redirect(http.StatusSeeOther, "/admin/")
@@ -49,7 +49,7 @@ func (s *Server) handleLogin(c echo.Context) error {
 
 // startSession makes a session and sets its cookie.
 func (s *Server) startSession(c echo.Context, email string) error {
-	id, ss, err := s.store.NewSession(email, sessionTTL)
+	id, ss, err := s.store.NewSession(c.Request().Context(), email, sessionTTL)
 	if err != nil {
 		return err
 	}
@@ -73,7 +73,7 @@ func (s *Server) https(c echo.Context) bool {
 
 func (s *Server) handleLogout(c echo.Context) error {
 	a := actorOf(c)
-	if err := s.store.EndSession(a.Session); err != nil {
+	if err := s.store.EndSession(c.Request().Context(), a.Session); err != nil {
 		return err
 	}
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
@@ -95,10 +95,10 @@ func (s *Server) handlePassword(c echo.Context) error {
 		return err
 	}
 	a := actorOf(c)
-	if _, ok := s.store.CheckPassword(a.Name, req.Current); !ok {
+	if _, ok := s.store.CheckPassword(c.Request().Context(), a.Name, req.Current); !ok {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "current: that is not your current password")
 	}
-	if err := s.store.SetPassword(a.Name, req.New); err != nil {
+	if err := s.store.SetPassword(c.Request().Context(), a.Name, req.New); err != nil {
 		var ve *store.ValidationError
 		if errors.As(err, &ve) {
 			return apiError(http.StatusUnprocessableEntity, "invalid_field", "new "+ve.Error())
@@ -147,7 +147,7 @@ func sameOrigin(c echo.Context) error {
 // Users API (admins).
 
 func (s *Server) handleListUsers(c echo.Context) error {
-	users, err := s.store.Users()
+	users, err := s.store.Users(c.Request().Context())
 	return listJSON(c, users, err)
 }
 
@@ -164,7 +164,7 @@ func (s *Server) handleCreateUser(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	u, err := s.store.CreateUser(req.Email, role, req.Password)
+	u, err := s.store.CreateUser(c.Request().Context(), req.Email, role, req.Password)
 	var ve *store.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -186,7 +186,7 @@ func (s *Server) handleDeleteUser(c echo.Context) error {
 		return apiError(http.StatusBadRequest, "invalid_field", "email: not a valid path segment")
 	}
 	email := store.NormalizeEmail(raw)
-	err = s.store.DeleteUser(email)
+	err = s.store.DeleteUser(c.Request().Context(), email)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return apiError(http.StatusNotFound, "not_found", "no console user with that address")

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -105,14 +106,14 @@ func (t *texts) notice(site store.Site, lang, acceptLanguage string) notice {
 
 // stored makes sure the notice's full text is in the ledger before a record
 // cites its hash, writing it once.
-func (t *texts) stored(st *store.Store, n notice) (string, error) {
+func (t *texts) stored(ctx context.Context, st store.Ledger, n notice) (string, error) {
 	t.mu.Lock()
 	done := t.saved[n.Hash]
 	t.mu.Unlock()
 	if done {
 		return n.Hash, nil
 	}
-	h, err := st.PutNotice(n.Doc)
+	h, err := st.PutNotice(ctx, n.Doc)
 	if err != nil {
 		return "", err
 	}

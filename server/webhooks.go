@@ -51,7 +51,7 @@ func (s *Server) handleCreateWebhook(c echo.Context) error {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "sites: at most 100")
 	}
 	for _, id := range req.Sites {
-		if _, err := s.site(id); err != nil {
+		if _, err := s.site(c.Request().Context(), id); err != nil {
 			return err
 		}
 	}

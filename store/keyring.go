@@ -285,3 +285,43 @@ func (it *OutboxItem) Validate() error { return it.validate() }
 
 // TruncateUTF8 cuts s to at most n bytes without splitting a character.
 func TruncateUTF8(s string, n int) string { return truncateUTF8(s, n) }
+
+// CheckUserEmail normalises a console user's address, or says why it is
+// not one.
+func CheckUserEmail(email string) (string, error) { return checkUserEmail(email) }
+
+// HashPassword checks a new console password (length) and hashes it with
+// argon2id.
+func HashPassword(pw string) (string, error) {
+	if err := checkPassword(pw); err != nil {
+		return "", err
+	}
+	return hashPassword(pw)
+}
+
+// PasswordMatches tells whether pw matches the stored hash; an empty hash
+// (an unknown user) costs the same work and never matches.
+func PasswordMatches(hash, pw string) bool {
+	if hash == "" {
+		passwordMatches(dummyHash(), pw)
+		return false
+	}
+	return passwordMatches(hash, pw)
+}
+
+// SessionKey is what is stored of a session id: its SHA-256.
+func SessionKey(id string) []byte { return sessionKey(id) }
+
+// NewSecret is 32 random bytes in base64url: session ids, CSRF tokens.
+func NewSecret() (string, error) { return randomString() }
+
+// CheckRole accepts admin and viewer.
+func CheckRole(r Role) error {
+	if r != RoleAdmin && r != RoleViewer {
+		return invalid("role", "%q: want admin or viewer", r)
+	}
+	return nil
+}
+
+// Validate checks a webhook endpoint before it is stored.
+func (ep WebhookEndpoint) Validate() error { return ep.validate() }

@@ -27,6 +27,8 @@ type Ledger interface {
 	Append(ctx context.Context, rec Record) (Record, error)
 	// Unsubscribe appends the withdraw record an unsubscribe token asks for.
 	Unsubscribe(ctx context.Context, token string, meta Record) (Record, error)
+	// Confirm appends a double-opt-in confirmation (see Store.Confirm).
+	Confirm(ctx context.Context, token string, meta Record) (Record, error)
 
 	Sites(ctx context.Context) ([]Site, error)
 	Site(ctx context.Context, id string) (Site, error)
@@ -54,6 +56,11 @@ type Ledger interface {
 
 	// Outbox: mails and webhook deliveries queued with their records.
 	Outbox
+	// Rights: withdrawals and rectifications an admin records on request.
+	Rights
+	// Webhooks: endpoints, and events queued in an erasure's, an
+	// unsubscribe's or a confirmation's own transaction.
+	Webhooks
 	// Rights (rights.go), withdrawal and rectification on request, joins
 	// here once store/postgres implements it: its subject index must also
 	// file a rectify record under NewEmailDigest, and its signups export
@@ -68,10 +75,21 @@ type Ledger interface {
 	RunRetention(ctx context.Context, every time.Duration, log *slog.Logger)
 
 	CreateToken(ctx context.Context, name string) (string, error)
+	CreateTokenRole(ctx context.Context, name string, role Role) (string, error)
 	CheckToken(ctx context.Context, token string) (name string, ok bool)
+	TokenFor(ctx context.Context, token string) (Token, bool)
 	Tokens(ctx context.Context) ([]Token, error)
 	RevokeToken(ctx context.Context, name string) error
 	TokenCount(ctx context.Context) (int, error)
+
+	CreateUser(ctx context.Context, email string, role Role, password string) (User, error)
+	Users(ctx context.Context) ([]User, error)
+	DeleteUser(ctx context.Context, email string) error
+	CheckPassword(ctx context.Context, email, password string) (User, bool)
+	SetPassword(ctx context.Context, email, password string) error
+	NewSession(ctx context.Context, email string, ttl time.Duration) (string, Session, error)
+	SessionFor(ctx context.Context, id string) (Session, bool)
+	EndSession(ctx context.Context, id string) error
 
 	Audit(ctx context.Context, token, action, detail string) error
 	AuditLog(ctx context.Context, from, to time.Time, fn func(AuditEntry) error) error
@@ -80,6 +98,9 @@ type Ledger interface {
 	JWKS() ([]byte, error)
 	UnsubscribeToken(site, email string) string
 	ParseUnsubscribeToken(token string) (site, subject string, err error)
+	ConfirmToken(site, signupID string) string
+	ParseConfirmToken(token string) (site string, signupID []byte, err error)
+	SubjectDigest(email string) []byte
 
 	// Ping reads the ledger once, for health checks.
 	Ping(ctx context.Context) error

@@ -186,3 +186,6 @@ func LatestIfSet(recs []Record, site string, choices map[string]string) (Record,
 	}
 	return *last, true
 }
+
+// Confirms is the signup id a confirm record confirms, or "".
+func (p *PendingRecord) Confirms() string { return p.req.rec.Confirms }

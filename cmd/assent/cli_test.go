@@ -71,7 +71,7 @@ func cliServer(t *testing.T, dir string) (url string, st *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{}, st, loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := server.New(server.Config{}, store.Bolt(st), loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

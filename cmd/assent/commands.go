@@ -19,7 +19,7 @@ import (
 )
 
 func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("subject", []string{"data", "server", "email", "visitor-id", "receipt", "site", "purpose", "new-email", "name", "reason"}, args, stderr)
+	f, err := flagsFor("subject", []string{"data", "database", "server", "email", "visitor-id", "receipt", "site", "purpose", "new-email", "name", "reason"}, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -43,7 +43,7 @@ func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case given != 1:
 		return usageError{"give exactly one of --email, --visitor-id, --receipt"}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(ctx, f, false)
 	if err != nil {
 		return err
 	}
@@ -82,25 +82,25 @@ func cmdSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return printJSON(stdout, rep)
 	}
-	recs, state, err := l.st.Lookup(ref)
+	recs, state, err := l.st.Lookup(ctx, ref)
 	if err != nil {
 		return err
 	}
 	if recs == nil {
 		recs = []store.Record{}
 	}
-	if err := l.st.Audit("cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
+	if err := l.st.Audit(ctx, "cli", "access", fmt.Sprintf("subject access: %d records", len(recs))); err != nil {
 		return err
 	}
 	return printJSON(stdout, map[string]any{"email": state.Email, "state": state, "records": recs, "report": store.Report(recs, state)})
 }
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("verify", []string{"data", "server"}, args, stderr)
+	f, err := flagsFor("verify", []string{"data", "database", "server"}, args, stderr)
 	if err != nil {
 		return err
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(ctx, f, false)
 	if err != nil {
 		return err
 	}
@@ -109,9 +109,9 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if l.remote != nil {
 		err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/verify", nil, &rep)
 	} else {
-		rep, err = l.st.Verify()
+		rep, err = l.st.Verify(ctx)
 		if err == nil {
-			err = l.st.Audit("cli", "verify", fmt.Sprintf("ok=%t records=%d", rep.OK, rep.Records))
+			err = l.st.Audit(ctx, "cli", "verify", fmt.Sprintf("ok=%t records=%d", rep.OK, rep.Records))
 		}
 	}
 	if err != nil {
@@ -127,18 +127,23 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("backup", []string{"data", "server"}, args, stderr)
+	f, err := flagsFor("backup", []string{"data", "database", "server"}, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(f.args) != 1 {
 		return usageError{"want: assent backup FILE"}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(ctx, f, false)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
+	if l.st != nil {
+		if _, ok := store.BoltStore(l.st); !ok {
+			return fmt.Errorf("backup of a PostgreSQL ledger: %w; use pg_dump or pg_basebackup (docs/deploy.md)", store.ErrNotSupported)
+		}
+	}
 	w, done, err := output(f.args[0], stdout)
 	if err != nil {
 		return err
@@ -151,8 +156,8 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			resp.Body.Close()
 		}
 	} else {
-		if err = l.st.Audit("cli", "backup", "copy to a file"); err == nil {
-			n, err = l.st.Backup(w)
+		if err = l.st.Audit(ctx, "cli", "backup", "copy to a file"); err == nil {
+			n, err = l.st.Backup(ctx, w)
 		}
 	}
 	if derr := done(err == nil); err == nil {
@@ -166,7 +171,7 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("token", []string{"data", "server", "name", "role"}, args, stderr)
+	f, err := flagsFor("token", []string{"data", "database", "server", "name", "role"}, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -183,7 +188,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{"--role: want admin or viewer"}
 	}
-	l, err := openLedger(f, verb == "create")
+	l, err := openLedger(ctx, f, verb == "create")
 	if err != nil {
 		return err
 	}
@@ -195,8 +200,8 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			var v struct{ Token string }
 			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name"), "role": string(role)}, &v)
 			tok = v.Token
-		} else {
-			_, tok, err = l.st.CreateTokenBy("cli", f.str("name"), role)
+		} else if tok, err = l.st.CreateTokenRole(ctx, f.str("name"), role); err == nil {
+			err = l.st.Audit(ctx, "cli", "token_create", "token "+f.str("name")+" role "+string(role))
 		}
 		if err != nil {
 			return err
@@ -209,7 +214,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/tokens", nil, &toks)
 		} else {
-			toks, err = l.st.Tokens()
+			toks, err = l.st.Tokens(ctx)
 		}
 		if err != nil {
 			return err
@@ -223,11 +228,14 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if l.remote != nil {
 		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(name), nil, nil)
 	}
-	return l.st.RevokeTokenBy("cli", name)
+	if err := l.st.RevokeToken(ctx, name); err != nil {
+		return err
+	}
+	return l.st.Audit(ctx, "cli", "token_revoke", "token "+name)
 }
 
 func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("site", []string{"data", "server", "file"}, args, stderr)
+	f, err := flagsFor("site", []string{"data", "database", "server", "file"}, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -256,7 +264,7 @@ func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("%s: not a site config: %v", f.str("file"), err)
 		}
 	}
-	l, err := openLedger(f, verb == "create")
+	l, err := openLedger(ctx, f, verb == "create")
 	if err != nil {
 		return err
 	}
@@ -267,19 +275,19 @@ func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/sites", nil, &out)
 		} else {
-			out, err = l.st.Sites()
+			out, err = l.st.Sites(ctx)
 		}
 	case "show":
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/sites/"+url.PathEscape(f.args[1]), nil, &out)
-		} else if out, err = l.st.Site(f.args[1]); err != nil {
+		} else if out, err = l.st.Site(ctx, f.args[1]); err != nil {
 			err = fmt.Errorf("site %q: %w", f.args[1], err)
 		}
 	case "create":
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/sites", site, &out)
-		} else {
-			out, err = l.st.CreateSiteBy("cli", site)
+		} else if out, err = l.st.CreateSite(ctx, site); err == nil {
+			err = l.st.Audit(ctx, "cli", "site_create", "site "+site.ID)
 		}
 	}
 	if err != nil {
@@ -355,14 +363,14 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // cmdNotice prints the notice a record's notice_hash names: the exact texts
 // the visitor was shown, as stored once in the ledger.
 func cmdNotice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("notice", []string{"data", "server"}, args, stderr)
+	f, err := flagsFor("notice", []string{"data", "database", "server"}, args, stderr)
 	if err != nil {
 		return err
 	}
 	if len(f.args) != 1 {
 		return usageError{"want: assent notice sha256:HASH"}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(ctx, f, false)
 	if err != nil {
 		return err
 	}
@@ -370,7 +378,7 @@ func cmdNotice(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var doc json.RawMessage
 	if l.remote != nil {
 		err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/notices/"+url.PathEscape(f.args[0]), nil, &doc)
-	} else if doc, err = l.st.Notice(f.args[0]); err != nil {
+	} else if doc, err = l.st.Notice(ctx, f.args[0]); err != nil {
 		err = fmt.Errorf("notice %s: %w", f.args[0], err)
 	}
 	if err != nil {

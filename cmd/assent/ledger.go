@@ -20,7 +20,7 @@ import (
 // ledger is where a ledger command works: the file itself (no server holds
 // it) or a running server's admin API (--server, token in ASSENT_TOKEN).
 type ledger struct {
-	st     *store.Store
+	st     store.Ledger
 	remote *apiClient
 }
 
@@ -28,7 +28,7 @@ type ledger struct {
 // empty ledger (token create and site create, to set up before the first
 // start); every other command refuses a folder without one, so a typo in
 // --data is an error, not a fresh empty ledger.
-func openLedger(f *flags, create bool) (*ledger, error) {
+func openLedger(ctx context.Context, f *flags, create bool) (*ledger, error) {
 	if u := f.str("server"); u != "" {
 		tok := os.Getenv("ASSENT_TOKEN")
 		if tok == "" {
@@ -40,13 +40,22 @@ func openLedger(f *flags, create bool) (*ledger, error) {
 		}
 		return &ledger{remote: &apiClient{base: strings.TrimSuffix(u, "/"), token: tok, http: &http.Client{Timeout: 10 * time.Minute}}}, nil
 	}
+	if u, err := databaseURL(f); err != nil {
+		return nil, err
+	} else if u != "" {
+		st, err := openLedgerDB(ctx, f, false)
+		if err != nil {
+			return nil, err
+		}
+		return &ledger{st: st}, nil
+	}
 	dir := f.str("data")
 	if create || fileExists(filepath.Join(dir, "assent.db")) {
 		st, err := openStore(dir, false)
 		if err != nil {
 			return nil, err
 		}
-		return &ledger{st: st}, nil
+		return &ledger{st: store.Bolt(st)}, nil
 	}
 	return nil, fmt.Errorf("no ledger at %s/assent.db (use --data DIR, or --server URL)", dir)
 }
@@ -152,7 +161,7 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-var exportFlags = []string{"data", "server", "site", "from", "to", "format", "o", "purpose", "country", "regime", "email"}
+var exportFlags = []string{"data", "database", "server", "site", "from", "to", "format", "o", "purpose", "country", "regime", "email"}
 
 func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := flagsFor("export", exportFlags, args, stderr)
@@ -177,7 +186,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(ctx, f, false)
 	if err != nil {
 		return err
 	}
@@ -195,16 +204,16 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		done(err == nil)
 		return err
 	}
-	site, err := l.st.Site(f.str("site"))
+	site, err := l.st.Site(ctx, f.str("site"))
 	if err != nil {
 		done(false)
 		return fmt.Errorf("site %q: %w", f.str("site"), err)
 	}
 	err = server.WriteRecords(w, f.str("format"), site, func(fn func(store.Record) error) error {
-		return l.st.Records(site.ID, sq, fn)
+		return l.st.Records(ctx, site.ID, sq, fn)
 	})
 	if err == nil {
-		err = l.st.Audit("cli", "export", fmt.Sprintf("consents of site %s as %s", site.ID, f.str("format")))
+		err = l.st.Audit(ctx, "cli", "export", fmt.Sprintf("consents of site %s as %s", site.ID, f.str("format")))
 	}
 	if derr := done(err == nil); err == nil {
 		err = derr

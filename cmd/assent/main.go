@@ -34,8 +34,11 @@ Usage:
   assent notice  sha256:HASH
   assent geo     [--geoip FILE] IP...
   assent build   [-o DIR]
+  assent migrate --database postgres://…
+  assent ledger  copy --data DIR --to postgres://…
 
-Ledger commands take --data DIR, or --server URL with the token in ASSENT_TOKEN.
+Ledger commands take --data DIR, --database postgres://…, or --server URL with the
+token in ASSENT_TOKEN.
 Every flag has an ASSENT_* environment equivalent; "assent CMD -h" lists them.
 `
 
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"notice":  cmdNotice,
 		"geo":     cmdGeo,
 		"build":   cmdBuild,
+		"migrate": cmdMigrate,
+		"ledger":  cmdLedger,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -181,7 +181,7 @@ func TestDemoUserSignsIn(t *testing.T) {
 	defer st.Close()
 	password := func() string {
 		var out strings.Builder
-		if err := demoUser(st, &out); err != nil {
+		if err := demoUser(context.Background(), store.Bolt(st), &out); err != nil {
 			t.Fatal(err)
 		}
 		_, pw, ok := strings.Cut(strings.TrimSpace(out.String()), " with password ")

@@ -20,6 +20,7 @@ type option struct {
 var options = map[string]option{
 	"addr":                  {"addr", ":8080", "address to listen on"},
 	"data":                  {"data", "./data", "folder of the ledger file (assent.db)"},
+	"database":              {"database", "", "a PostgreSQL database (postgres://user:pass@host:5432/db?sslmode=…) that several replicas share, instead of the file in --data; ASSENT_DATABASE_FILE names a file holding it"},
 	"geoip":                 {"geoip", "", "country database (.mmdb): ip-location-db or MaxMind GeoIP2/GeoLite2 Country/City; empty = data/geo-whois-asn-country.mmdb if present, else every country is unknown (opt-in)"},
 	"trusted-proxies":       {"trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed (e.g. 10.0.0.0/8,127.0.0.1)"},
 	"country-header":        {"country-header", "", "a CDN's country header (e.g. CF-IPCountry), believed only from a trusted proxy"},
@@ -36,7 +37,7 @@ var options = map[string]option{
 	"server":                {"server", "", "URL of a running server to ask instead of opening the ledger (token in ASSENT_TOKEN)"},
 	"site":                  {"site", "", "site id (subject withdraw: comma-separated ids; empty = all)"},
 	"from":                  {"from", "", "start of the period, inclusive (RFC 3339 or YYYY-MM-DD)"},
-	"to":                    {"to", "", "end of the period, exclusive (RFC 3339 or YYYY-MM-DD)"},
+	"to":                    {"to", "", "end of the period, exclusive (RFC 3339 or YYYY-MM-DD); for ledger copy, the postgres:// URL to copy into"},
 	"format":                {"format", "csv", "export format: csv, xlsx or jsonl"},
 	"o":                     {"o", "-", "output file (- = stdout)"},
 	"email":                 {"email", "", "the person's email address"},

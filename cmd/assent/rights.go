@@ -38,7 +38,7 @@ func subjectRights(ctx context.Context, verb string, f *flags, stdout io.Writer)
 			"rectify":  "want: assent subject rectify --email OLD --new-email NEW [--name NAME] --reason TEXT",
 		}[verb]}
 	}
-	l, err := openLedger(f, false)
+	l, err := openLedger(ctx, f, false)
 	if err != nil {
 		return err
 	}

@@ -22,9 +22,10 @@ import (
 	"github.com/assent/assent/mail"
 	"github.com/assent/assent/server"
 	"github.com/assent/assent/store"
+	"github.com/assent/assent/store/postgres"
 )
 
-var serveFlags = []string{"addr", "data", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
+var serveFlags = []string{"addr", "data", "database", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
 	"public-url", "smtp", "mail-from", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
 
 // defaultGeoDB is where `make` puts the default country database.
@@ -70,7 +71,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	st, err := openStore(f.str("data"), false)
+	st, err := openLedgerDB(ctx, f, false)
 	if err != nil {
 		return err
 	}
@@ -100,15 +101,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	base := "http://" + displayAddr(ln.Addr())
 
-	if err := firstToken(st, cfg.Demo, stdout); err != nil {
+	if err := firstToken(ctx, st, cfg.Demo, stdout); err != nil {
 		return err
 	}
 	if cfg.Demo {
-		if err := ensureDemoSite(st, ln.Addr(), cfg.Mail != nil); err != nil {
+		if err := ensureDemoSite(ctx, st, ln.Addr(), cfg.Mail != nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "demo page:     %s/\nadmin console: %s/admin/\n", base, base)
-		if err := demoUser(st, stdout); err != nil {
+		if err := demoUser(ctx, st, stdout); err != nil {
 			return err
 		}
 	}
@@ -122,7 +123,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if retention > 0 {
 		go st.RunRetention(ctx, retention, log)
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "ledger", st.Path(), "geoip", geoPath, "geo_db", loc.BuildDate(),
+	log.Info("serving", "addr", ln.Addr().String(), "ledger", st.Describe(), "geoip", geoPath, "geo_db", loc.BuildDate(),
 		"widget_build", srv.WidgetBuild(), "demo", cfg.Demo)
 	fmt.Fprintf(stdout, "listening on %s\n", base)
 	if err := srv.Serve(ctx, ln); err != nil {
@@ -152,8 +153,8 @@ func reloadOnHUP(ctx context.Context, loc *geo.Locator, log *slog.Logger) {
 
 // firstToken prints an admin token on the first start of an empty ledger,
 // and in demo mode on every start (a demo token, so `make run` can show one).
-func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
-	n, err := st.TokenCount()
+func firstToken(ctx context.Context, st store.Ledger, demo bool, stdout io.Writer) error {
+	n, err := st.TokenCount(ctx)
 	if err != nil {
 		return err
 	}
@@ -163,8 +164,11 @@ func firstToken(st *store.Store, demo bool, stdout io.Writer) error {
 	} else if n > 0 {
 		return nil
 	}
-	_, tok, err := st.CreateTokenBy("system", name, store.RoleAdmin)
+	tok, err := st.CreateToken(ctx, name)
 	if err != nil {
+		return err
+	}
+	if err := st.Audit(ctx, "", "token_create", "token "+name+" at start-up"); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "admin token %q (shown once; only its hash is stored):\n%s\n", name, tok)
@@ -180,15 +184,15 @@ const demoEmail = "admin@demo.example"
 // demoUser makes the demo's admin console user, with a fresh password on
 // every start (only its hash is kept, so it cannot be shown again), and
 // prints how to sign in.
-func demoUser(st *store.Store, stdout io.Writer) error {
+func demoUser(ctx context.Context, st store.Ledger, stdout io.Writer) error {
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
 		return err
 	}
 	pw := base64.RawURLEncoding.EncodeToString(b)
-	_, err := st.CreateUser(demoEmail, store.RoleAdmin, pw)
+	_, err := st.CreateUser(ctx, demoEmail, store.RoleAdmin, pw)
 	if errors.Is(err, store.ErrExists) {
-		err = st.SetPassword(demoEmail, pw)
+		err = st.SetPassword(ctx, demoEmail, pw)
 	}
 	if err != nil {
 		return err
@@ -199,17 +203,17 @@ func demoUser(st *store.Store, stdout io.Writer) error {
 
 // ensureDemoSite keeps the demo site's origins on the listening port, and
 // turns double opt-in on when the server sends mail.
-func ensureDemoSite(st *store.Store, addr net.Addr, mail bool) error {
+func ensureDemoSite(ctx context.Context, st store.Ledger, addr net.Addr, mail bool) error {
 	port := "8080"
 	if ta, ok := addr.(*net.TCPAddr); ok {
 		port = strconv.Itoa(ta.Port)
 	}
 	origins := []string{"http://localhost:" + port, "http://127.0.0.1:" + port}
-	site, err := st.Site("demo")
+	site, err := st.Site(ctx, "demo")
 	if errors.Is(err, store.ErrNotFound) {
 		site = server.DemoSite(origins)
 		site.DoubleOptIn = mail
-		_, err = st.CreateSite(site)
+		_, err = st.CreateSite(ctx, site)
 		return err
 	}
 	if err != nil {
@@ -217,7 +221,7 @@ func ensureDemoSite(st *store.Store, addr net.Addr, mail bool) error {
 	}
 	if fmt.Sprint(site.Origins) != fmt.Sprint(origins) || site.DoubleOptIn != mail {
 		site.Origins, site.DoubleOptIn = origins, mail
-		_, err = st.PutSite(site)
+		_, err = st.PutSite(ctx, site)
 	}
 	return err
 }
@@ -277,6 +281,50 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
+}
+
+// openLedgerDB opens the ledger a command names: the PostgreSQL database of
+// --database, or else the bbolt file in --data (created for a server).
+func openLedgerDB(ctx context.Context, f *flags, readOnly bool) (store.Ledger, error) {
+	u, err := databaseURL(f)
+	if err != nil {
+		return nil, err
+	}
+	if u != "" {
+		if !postgres.IsURL(u) {
+			return nil, usageError{"--database: want a postgres:// URL, or nothing for the ledger file in --data"}
+		}
+		db, err := postgres.Open(ctx, u, postgres.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return db, nil
+	}
+	st, err := openStore(f.str("data"), readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return store.Bolt(st), nil
+}
+
+// databaseURL is --database, or the content of the file ASSENT_DATABASE_FILE
+// names (a secret kept in a file, as containers keep them); "" for the
+// ledger file in --data.
+func databaseURL(f *flags) (string, error) {
+	u, ok := f.vals["database"]
+	if !ok {
+		return "", nil
+	}
+	if *u == "" {
+		if p := os.Getenv("ASSENT_DATABASE_FILE"); p != "" {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return "", fmt.Errorf("ASSENT_DATABASE_FILE: %w", err)
+			}
+			*u = strings.TrimSpace(string(b))
+		}
+	}
+	return *u, nil
 }
 
 // openStore opens the ledger in dir, creating dir for a server.

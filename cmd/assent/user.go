@@ -20,7 +20,7 @@ const userUsage = "want: assent user create --email E [--role admin|viewer] | li
 // or is asked for on the terminal without echo; never from a flag, which
 // would leave it in the shell's history and the process list.
 func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := flagsFor("user", []string{"data", "server", "email", "role"}, args, stderr)
+	f, err := flagsFor("user", []string{"data", "database", "server", "email", "role"}, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -43,7 +43,7 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	l, err := openLedger(f, verb == "create")
+	l, err := openLedger(ctx, f, verb == "create")
 	if err != nil {
 		return err
 	}
@@ -53,10 +53,10 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		email := f.str("email")
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/users", map[string]string{"email": email, "role": string(role), "password": password}, nil)
-		} else if u, e := l.st.CreateUser(email, role, password); e != nil {
+		} else if u, e := l.st.CreateUser(ctx, email, role, password); e != nil {
 			err = e
 		} else {
-			err = l.st.Audit("cli", "user_create", "user "+u.Email+" role "+string(u.Role))
+			err = l.st.Audit(ctx, "cli", "user_create", "user "+u.Email+" role "+string(u.Role))
 		}
 		if err != nil {
 			return err
@@ -68,7 +68,7 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodGet, "/v1/admin/users", nil, &users)
 		} else {
-			users, err = l.st.Users()
+			users, err = l.st.Users(ctx)
 		}
 		if err != nil {
 			return err
@@ -82,10 +82,10 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if l.remote != nil {
 		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/users/"+url.PathEscape(email), nil, nil)
 	}
-	if err := l.st.DeleteUser(email); err != nil {
+	if err := l.st.DeleteUser(ctx, email); err != nil {
 		return err
 	}
-	return l.st.Audit("cli", "user_delete", "user "+email)
+	return l.st.Audit(ctx, "cli", "user_delete", "user "+email)
 }
 
 // readPassword takes ASSENT_PASSWORD, else asks twice on the terminal. The

@@ -50,6 +50,8 @@ var suites = []struct {
 	{"./store/", "Append", "1s"},
 	{"./server/", "Decision|Signups", "20000x"},
 	{"./server/", "Export", "1x"},
+	// Needs the PostgreSQL cluster of scripts/with-postgres (make bench).
+	{"./server/", "SignupsBackends", "20000x"},
 }
 
 func main() {
@@ -288,6 +290,27 @@ func (r *report) markdown() string {
 	w("| durable (201 after fsync) | %.0f | %.2f |\n", d, r.get("BenchmarkSignups/durable", "p99-ms"))
 	w("| same server, commit replaced by a no-op | %.0f | %.2f |\n", n, r.get("BenchmarkSignups/nocommit", "p99-ms"))
 	w("\nDurable / no-op commit: **%.2f×** (target ≥ 0.5×).\n\n", ratio(d, n))
+
+	w("## Ledger backends: durable HTTP signups, 64 clients\n\n")
+	w("The same server and load on each backend, in one run; PostgreSQL is a private cluster on this machine (scripts/with-postgres), one replica. Bytes per record: the bbolt file, or PostgreSQL's `records` table with its indexes and TOAST.\n\n")
+	w("| backend | records/s | p99 ms | bytes/record |\n|---|---:|---:|---:|\n")
+	bolt, pg := r.get("BenchmarkSignupsBackends/bolt", "records/s"), r.get("BenchmarkSignupsBackends/postgres", "records/s")
+	w("| bbolt file | %.0f | %.2f | %.0f |\n", bolt, r.get("BenchmarkSignupsBackends/bolt", "p99-ms"), r.get("BenchmarkSignupsBackends/bolt", "bytes/record"))
+	w("| PostgreSQL, empty | %.0f | %.2f | %.0f |\n", pg, r.get("BenchmarkSignupsBackends/postgres", "p99-ms"), r.get("BenchmarkSignupsBackends/postgres", "bytes/record"))
+	seeded := ""
+	for name := range r.results {
+		if strings.HasPrefix(name, "BenchmarkSignupsBackends/postgres-") {
+			seeded = name
+		}
+	}
+	if seeded != "" {
+		w("| PostgreSQL, %s records stored before | %.0f | %.2f | %.0f |\n", strings.TrimPrefix(seeded, "BenchmarkSignupsBackends/postgres-"),
+			r.get(seeded, "records/s"), r.get(seeded, "p99-ms"), r.get(seeded, "bytes/record"))
+		w("\nPostgreSQL / bbolt: **%.2f×**; full / empty PostgreSQL: **%.2f×** (target ≥ 0.9×); PostgreSQL / c15t's ~350 durable writes/s measured here: **%.1f×** (aim 20×). Records per PostgreSQL commit: %.1f.\n\n",
+			ratio(pg, bolt), ratio(r.get(seeded, "records/s"), pg), pg/350, r.get("BenchmarkSignupsBackends/postgres", "records/commit"))
+	} else {
+		r.missing = append(r.missing, "BenchmarkSignupsBackends/postgres-N")
+	}
 
 	w("## Export of 1,000,000 records\n\n")
 	w("Peak RSS counts the ledger's pages that bbolt reads through its memory map (the file is %.0f MiB); the export's own memory is the anonymous part, which stays flat whatever the size.\n\n", r.get("BenchmarkExportCSV", "ledger-MiB"))

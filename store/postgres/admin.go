@@ -13,9 +13,17 @@ import (
 	"github.com/assent/assent/store"
 )
 
-// CreateToken makes a new admin token and keeps only its hash. An empty
-// name becomes "admin-<n>"; a name in use gives store.ErrExists.
+// CreateToken makes a new admin token; see CreateTokenRole.
 func (db *DB) CreateToken(ctx context.Context, name string) (string, error) {
+	return db.CreateTokenRole(ctx, name, store.RoleAdmin)
+}
+
+// CreateTokenRole makes a new token with a role and keeps only its hash.
+// An empty name becomes "admin-<n>"; a name in use gives store.ErrExists.
+func (db *DB) CreateTokenRole(ctx context.Context, name string, role store.Role) (string, error) {
+	if err := store.CheckRole(role); err != nil {
+		return "", err
+	}
 	if err := store.CheckTokenName(name); err != nil {
 		return "", err
 	}
@@ -25,7 +33,7 @@ func (db *DB) CreateToken(ctx context.Context, name string) (string, error) {
 	}
 	at := db.now().UnixNano()
 	if name != "" {
-		tag, err := db.pool.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`, name, hash, at)
+		tag, err := db.pool.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns, role) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`, name, hash, at, string(role))
 		if err != nil {
 			return "", wrap(err)
 		}
@@ -39,8 +47,8 @@ func (db *DB) CreateToken(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	for i := n + 1; ; i++ {
-		tag, err := db.pool.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`,
-			"admin-"+itoa(i), hash, at)
+		tag, err := db.pool.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns, role) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`,
+			"admin-"+itoa(i), hash, at, string(role))
 		if err != nil {
 			return "", wrap(err)
 		}
@@ -50,45 +58,62 @@ func (db *DB) CreateToken(ctx context.Context, name string) (string, error) {
 	}
 }
 
-// CheckToken tells whether token is a live admin token, and its name. The
-// look-up is by the token's SHA-256, so its timing tells nothing of tokens.
+// CheckToken tells whether token is a live admin token, and its name.
 func (db *DB) CheckToken(ctx context.Context, token string) (string, bool) {
+	t, ok := db.TokenFor(ctx, token)
+	return t.Name, ok
+}
+
+// TokenFor finds the live token whose secret is token. The look-up is by
+// the token's SHA-256, so its timing tells nothing of stored tokens.
+func (db *DB) TokenFor(ctx context.Context, token string) (store.Token, bool) {
 	if !store.LooksLikeToken(token) {
-		return "", false
+		return store.Token{}, false
 	}
-	var name string
-	if err := db.pool.QueryRow(ctx, `SELECT name FROM tokens WHERE hash = $1`, store.TokenHash(token)).Scan(&name); err != nil {
-		return "", false
+	var t store.Token
+	var role string
+	var at int64
+	if err := db.pool.QueryRow(ctx, `SELECT name, role, created_at_ns FROM tokens WHERE hash = $1`, store.TokenHash(token)).Scan(&t.Name, &role, &at); err != nil {
+		return store.Token{}, false
 	}
-	return name, true
+	t.Role, t.CreatedAt = store.Role(role), time.Unix(0, at).UTC()
+	return t, true
 }
 
 // Tokens lists the admin tokens by name.
 func (db *DB) Tokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := db.pool.Query(ctx, `SELECT name, created_at_ns FROM tokens ORDER BY name`)
+	rows, err := db.pool.Query(ctx, `SELECT name, role, created_at_ns FROM tokens ORDER BY name`)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	var tokens []store.Token
-	var name string
+	var name, role string
 	var at int64
-	_, err = pgx.ForEachRow(rows, []any{&name, &at}, func() error {
-		tokens = append(tokens, store.Token{Name: name, CreatedAt: time.Unix(0, at).UTC()})
+	_, err = pgx.ForEachRow(rows, []any{&name, &role, &at}, func() error {
+		tokens = append(tokens, store.Token{Name: name, Role: store.Role(role), CreatedAt: time.Unix(0, at).UTC()})
 		return nil
 	})
 	return tokens, wrap(err)
 }
 
-// RevokeToken deletes a token by name, or gives store.ErrNotFound.
+// RevokeToken deletes a token by name; store.ErrNotFound, or
+// store.ErrLastAdmin for the last admin token or user.
 func (db *DB) RevokeToken(ctx context.Context, name string) error {
-	tag, err := db.pool.Exec(ctx, `DELETE FROM tokens WHERE name = $1`, name)
-	if err != nil {
-		return wrap(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("token %q: %w", name, store.ErrNotFound)
-	}
-	return nil
+	return wrap(pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var role string
+		err := tx.QueryRow(ctx, `SELECT role FROM tokens WHERE name = $1 FOR UPDATE`, name).Scan(&role)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("token %q: %w", name, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if err := keepAnAdmin(ctx, tx, role); err != nil {
+			return fmt.Errorf("token %q: %w", name, err)
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM tokens WHERE name = $1`, name)
+		return err
+	}))
 }
 
 // TokenCount is the number of admin tokens.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -23,7 +24,10 @@ type appendReq struct {
 	// unsubscribe: store nothing when the person's signup purposes on the
 	// site already hold the states this record sets.
 	unsubscribe bool
-	done        chan appendResult
+	// optIn is the double-opt-in step stored with the record: "pending"
+	// (a signup), "confirmed" (Confirm).
+	optIn string
+	done  chan appendResult
 }
 
 type appendResult struct {
@@ -42,10 +46,6 @@ func (db *DB) Append(ctx context.Context, rec store.Record) (store.Record, error
 
 func (db *DB) enqueueReq(ctx context.Context, rec *store.PendingRecord, outbox func(store.Record) ([]store.OutboxItem, error)) appendResult {
 	return db.send(&appendReq{ctx: ctx, rec: rec, outbox: outbox, done: make(chan appendResult, 1)})
-}
-
-func (db *DB) enqueueReqUnsubscribe(ctx context.Context, rec *store.PendingRecord) appendResult {
-	return db.send(&appendReq{ctx: ctx, rec: rec, unsubscribe: true, done: make(chan appendResult, 1)})
 }
 
 func (db *DB) send(req *appendReq) appendResult {
@@ -211,6 +211,18 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 				db.now().UnixNano(), store.SystemActor, "site="+rec.Site())
 			continue
 		}
+		if batch[i].optIn == "confirmed" && rec.Subject() != nil {
+			// The site's head is locked, so one confirmation of a signup
+			// wins even when replicas take the click twice.
+			so, ok, err := optInOnSite(ctx, tx, rec.Subject(), rec.Site())
+			if err != nil {
+				return err
+			}
+			if ok && so.State == "confirmed" && so.SignupID == rec.Confirms() {
+				results[i].err = &store.AlreadyConfirmedError{ID: so.ConfirmID, At: so.ConfirmedAt}
+				continue
+			}
+		}
 		if batch[i].unsubscribe && rec.Subject() != nil {
 			// The site's head is locked: no replica appends to it meanwhile.
 			recs, err := subjectRecords(ctx, tx, rec.Subject(), "")
@@ -232,6 +244,11 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		stored[i] = r
 		if rec.Subject() != nil {
 			batchBySubject[string(rec.Subject())] = append(batchBySubject[string(rec.Subject())], r)
+			if batch[i].optIn != "" {
+				if err := putOptIn(ctx, tx, rec.Subject(), batch[i].optIn, r); err != nil {
+					return err
+				}
+			}
 		}
 		if batch[i].outbox == nil {
 			continue
@@ -293,19 +310,96 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 // Unsubscribe checks an unsubscribe token and appends the withdraw record
 // it asks for, as store.Store.Unsubscribe does.
 func (db *DB) Unsubscribe(ctx context.Context, token string, meta store.Record) (store.Record, error) {
+	rec, _, err := db.UnsubscribeWith(ctx, token, meta, store.AppendOptions{})
+	return rec, err
+}
+
+// UnsubscribeWith is Unsubscribe plus the outbox items opts makes, in the
+// record's transaction.
+func (db *DB) UnsubscribeWith(ctx context.Context, token string, meta store.Record, opts store.AppendOptions) (store.Record, []store.OutboxItem, error) {
 	siteID, subject, err := db.ParseUnsubscribeTokenDigest(token)
 	if err != nil {
-		return store.Record{}, err
+		return store.Record{}, nil, err
 	}
 	site, err := db.Site(ctx, siteID)
 	if err != nil {
-		return store.Record{}, fmt.Errorf("site %q: %w", siteID, err)
+		return store.Record{}, nil, fmt.Errorf("site %q: %w", siteID, err)
 	}
 	recs, err := db.subjectRecords(ctx, subject)
 	if err != nil {
-		return store.Record{}, err
+		return store.Record{}, nil, err
 	}
 	rec := store.UnsubscribeRecord(site, recs, meta)
-	res := db.enqueueReqUnsubscribe(ctx, db.Prepare(rec, subject))
-	return res.rec, res.err
+	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, subject), unsubscribe: true, outbox: opts.Outbox, done: make(chan appendResult, 1)})
+	return res.rec, res.outbox, res.err
+}
+
+// optInOnSite reads a person's double-opt-in state on a site, locking it.
+func optInOnSite(ctx context.Context, tx pgx.Tx, subject []byte, site string) (store.SiteOptIn, bool, error) {
+	var v []byte
+	err := tx.QueryRow(ctx, `SELECT state FROM optin WHERE subject = $1 FOR UPDATE`, subject).Scan(&v)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return store.SiteOptIn{}, false, err
+	}
+	return store.OptInOnSite(v, site)
+}
+
+// putOptIn stores the double-opt-in step rec made, in its transaction.
+func putOptIn(ctx context.Context, tx pgx.Tx, subject []byte, step string, rec store.Record) error {
+	var old []byte
+	err := tx.QueryRow(ctx, `SELECT state FROM optin WHERE subject = $1 FOR UPDATE`, subject).Scan(&old)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	v, err := store.OptInStep(old, step, rec)
+	if err != nil || v == nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO optin (subject, state) VALUES ($1, $2)
+		ON CONFLICT (subject) DO UPDATE SET state = excluded.state`, subject, v)
+	return err
+}
+
+// Confirm checks a confirmation token and appends the signup's confirm
+// record, as store.Store.Confirm does.
+func (db *DB) Confirm(ctx context.Context, token string, meta store.Record) (store.Record, error) {
+	rec, _, err := db.ConfirmWith(ctx, token, meta, store.AppendOptions{})
+	return rec, err
+}
+
+// ConfirmWith is Confirm plus the outbox items opts makes, in the record's
+// transaction.
+func (db *DB) ConfirmWith(ctx context.Context, token string, meta store.Record, opts store.AppendOptions) (store.Record, []store.OutboxItem, error) {
+	site, id, err := db.ParseConfirmToken(token)
+	if err != nil {
+		return store.Record{}, nil, err
+	}
+	var body []byte
+	err = db.pool.QueryRow(ctx, `SELECT body FROM records WHERE site = $1 AND id = $2`, site, id).Scan(&body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Record{}, nil, store.ErrBadToken
+	}
+	if err != nil {
+		return store.Record{}, nil, wrap(err)
+	}
+	sr, err := decode(site, id, body)
+	if err != nil {
+		return store.Record{}, nil, err
+	}
+	signup := sr.Record()
+	if signup.Tombstone || signup.Source != "signup" || signup.Erased || sr.EmailDigest() == nil {
+		return store.Record{}, nil, store.ErrBadToken
+	}
+	rec := store.ConfirmRecord(signup, meta)
+	if db.now().Sub(signup.RecordedAt) > store.ConfirmTTL {
+		err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			return putOptIn(ctx, tx, sr.EmailDigest(), "expired", rec)
+		})
+		if err != nil {
+			return store.Record{}, nil, wrap(err)
+		}
+		return store.Record{}, nil, store.ErrTokenExpired
+	}
+	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, nil), optIn: "confirmed", outbox: opts.Outbox, done: make(chan appendResult, 1)})
+	return res.rec, res.outbox, res.err
 }

@@ -110,7 +110,11 @@ func addItem(ctx context.Context, tx pgx.Tx, it *store.OutboxItem, subject []byt
 // AppendWith is Append plus the outbox items made from the stored record,
 // committed in the record's transaction (store.Store.AppendWith).
 func (db *DB) AppendWith(ctx context.Context, rec store.Record, opts store.AppendOptions) (store.Record, []store.OutboxItem, error) {
-	res := db.enqueueReq(ctx, db.Prepare(rec, nil), opts.Outbox)
+	if opts.OptIn != "" && opts.OptIn != "pending" {
+		return store.Record{}, nil, &store.ValidationError{Field: "double_opt_in", Code: "invalid_field",
+			Message: `AppendWith takes the step "pending"; Confirm makes "confirmed"`}
+	}
+	res := db.send(&appendReq{ctx: ctx, rec: db.Prepare(rec, nil), outbox: opts.Outbox, optIn: opts.OptIn, done: make(chan appendResult, 1)})
 	return res.rec, res.outbox, res.err
 }
 

