@@ -69,6 +69,9 @@ func (b boltLedger) ConfirmWith(ctx context.Context, token string, meta Record, 
 func (b boltLedger) OutboxRetry(ctx context.Context, id string) (OutboxItem, error) {
 	return b.s.OutboxRetry(ctx, id)
 }
+func (b boltLedger) OutboxHead(ctx context.Context, kind, key string) (OutboxItem, bool, error) {
+	return b.s.OutboxHead(ctx, kind, key)
+}
 func (b boltLedger) ConfirmToken(site, signupID string) string {
 	return b.s.ConfirmToken(site, signupID)
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +30,7 @@ type Webhooks interface {
 	UnsubscribeWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error)
 	ConfirmWith(ctx context.Context, token string, meta Record, opts AppendOptions) (Record, []OutboxItem, error)
 	OutboxRetry(ctx context.Context, id string) (OutboxItem, error)
+	OutboxHead(ctx context.Context, kind, key string) (OutboxItem, bool, error)
 }
 
 var _ Webhooks = (*Store)(nil)
@@ -130,15 +132,74 @@ func (s *Store) Webhook(ctx context.Context, id string) (WebhookEndpoint, error)
 }
 
 // DeleteWebhook removes an endpoint; ErrNotFound for an unknown id. Its
-// deliveries stay listed; queued ones fail when their turn comes.
+// deliveries stay listed; the queued ones are given up ("endpoint
+// deleted") in the same transaction.
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketWebhooks)
 		if b.Get([]byte(id)) == nil {
 			return ErrNotFound
 		}
-		return b.Delete([]byte(id))
+		if err := b.Delete([]byte(id)); err != nil {
+			return err
+		}
+		o, err := openOutbox(tx)
+		if err != nil {
+			return err
+		}
+		group := outboxGroup("webhook", id)
+		var keys [][]byte
+		c := o.queue.Cursor()
+		for k, _ := c.Seek(group); k != nil && bytes.HasPrefix(k, group) && len(k) == len(group)+8; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k[len(group):]))
+		}
+		now := s.now().UTC()
+		for _, key := range keys {
+			it, err := o.get(key)
+			if err != nil {
+				return err
+			}
+			if err := o.due.Delete(dueKey(it.NextAttemptAt, key)); err != nil {
+				return err
+			}
+			if err := o.queue.Delete(cat(group, key)); err != nil {
+				return err
+			}
+			it.State, it.LastError, it.DoneAt, it.NextAttemptAt = OutboxFailed, "endpoint deleted", now, time.Time{}
+			o.count(it.Kind, OutboxQueued, -1)
+			o.count(it.Kind, OutboxFailed, 1)
+			if err := o.put(key, &it); err != nil {
+				return err
+			}
+		}
+		return o.flush()
 	})
+}
+
+// OutboxHead returns the oldest queued item of an ordered group (kind and
+// key, e.g. a webhook endpoint): the one its sender delivers next, due or
+// not. ok is false when the group has none queued. It reads one key,
+// whatever the backlog, so a sender per group can poll it cheaply.
+func (s *Store) OutboxHead(ctx context.Context, kind, key string) (OutboxItem, bool, error) {
+	var it OutboxItem
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		o, err := openOutbox(tx)
+		if err != nil {
+			return err
+		}
+		group := outboxGroup(kind, key)
+		k, _ := o.queue.Cursor().Seek(group)
+		if k == nil || !bytes.HasPrefix(k, group) || len(k) != len(group)+8 {
+			return nil
+		}
+		if it, err = o.get(k[len(group):]); err != nil {
+			return err
+		}
+		ok = true
+		return nil
+	})
+	return it, ok, err
 }
 
 // ErasedSubject is what an erasure tells the systems that hold copies

@@ -253,6 +253,9 @@ func (s *Service) Test(ctx context.Context, id string) (Delivery, error) {
 	if err != nil {
 		return Delivery{}, err
 	}
+	if err := s.reload(ctx); err != nil { // made by another replica: send it now
+		return Delivery{}, err
+	}
 	now := time.Now().UTC()
 	ep.Events = []string{TestEvent}
 	items, err := fanOut([]store.WebhookEndpoint{ep}, TestEvent, "", nil, now,
@@ -341,8 +344,10 @@ func (s *Service) Retry(ctx context.Context, id, deliveryID string) (Delivery, e
 
 // Run delivers due events until ctx is done: one goroutine per endpoint
 // with a delivery in flight, so a slow or dead endpoint holds up only its
-// own queue. Deliveries in flight when ctx ends are not recorded and are
-// sent again after a restart (at least once).
+// own queue. Each endpoint's next delivery is the head of its queue
+// (store.OutboxHead), read in one step whatever the backlog. Deliveries in
+// flight when ctx ends are not recorded and are sent again after a restart
+// (at least once).
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -359,15 +364,25 @@ func (s *Service) Run(ctx context.Context) {
 			lastReload = time.Now()
 		}
 		now := time.Now()
-		items, next, err := s.st.OutboxDue(ctx, Kind, now, 256)
-		if err != nil && ctx.Err() == nil {
-			s.log.Error("webhook outbox", "err", err.Error())
-		}
-		for _, it := range items {
-			if busy[it.Key] {
+		var next time.Time
+		for _, ep := range s.endpoints() {
+			if busy[ep.ID] {
 				continue
 			}
-			busy[it.Key] = true
+			it, ok, err := s.st.OutboxHead(ctx, Kind, ep.ID)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("webhook outbox", "err", err.Error())
+			}
+			if !ok {
+				continue
+			}
+			if it.NextAttemptAt.After(now) {
+				if next.IsZero() || it.NextAttemptAt.Before(next) {
+					next = it.NextAttemptAt
+				}
+				continue
+			}
+			busy[ep.ID] = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -380,7 +395,7 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		wait := pollEvery
 		if !next.IsZero() {
-			wait = min(max(time.Until(next), 10*time.Millisecond), pollEvery)
+			wait = min(max(time.Until(next), time.Millisecond), pollEvery)
 		}
 		timer.Reset(wait)
 		select {

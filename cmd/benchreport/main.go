@@ -290,6 +290,12 @@ func (r *report) markdown() string {
 	w("| durable (201 after fsync) | %.0f | %.2f |\n", d, r.get("BenchmarkSignups/durable", "p99-ms"))
 	w("| same server, commit replaced by a no-op | %.0f | %.2f |\n", n, r.get("BenchmarkSignups/nocommit", "p99-ms"))
 	w("\nDurable / no-op commit: **%.2f×** (target ≥ 0.5×).\n\n", ratio(d, n))
+	wn, w1 := r.get("BenchmarkSignupsWebhook/none", "records/s"), r.get("BenchmarkSignupsWebhook/one-endpoint", "records/s")
+	w("| durable HTTP signups, 64 clients | records/s | p99 ms | webhooks delivered during the run |\n|---|---:|---:|---:|\n")
+	w("| no webhook endpoint | %.0f | %.2f | |\n", wn, r.get("BenchmarkSignupsWebhook/none", "p99-ms"))
+	w("| one endpoint subscribed to signup.created (receiver on loopback) | %.0f | %.2f | %.0f |\n", w1,
+		r.get("BenchmarkSignupsWebhook/one-endpoint", "p99-ms"), r.get("BenchmarkSignupsWebhook/one-endpoint", "delivered-during-run"))
+	w("\nOne endpoint / none: **%.2f×** (target ≥ 0.8×). Each event is outbox rows in the signup's own commit; each delivery's outcome is one more fsync'd transaction.\n\n", ratio(w1, wn))
 
 	w("## Ledger backends: durable HTTP signups, 64 clients\n\n")
 	w("The same server and load on each backend, in one run; PostgreSQL is a private cluster on this machine (scripts/with-postgres), one replica. Bytes per record: the bbolt file, or PostgreSQL's `records` table with its indexes and TOAST.\n\n")

@@ -129,3 +129,17 @@ func erasedSubject(rep store.ErasureReport, recs []store.Record, now time.Time) 
 	}
 	return e
 }
+
+// OutboxHead returns the oldest queued item of an ordered group (kind and
+// key): the one its sender delivers next, due or not (outbox_group index).
+func (db *DB) OutboxHead(ctx context.Context, kind, key string) (store.OutboxItem, bool, error) {
+	it, err := scanItem(db.pool.QueryRow(ctx, `SELECT `+outboxColumns+` FROM outbox
+		WHERE kind = $1 AND key = $2 AND ordered AND state = 'queued' ORDER BY seq LIMIT 1`, kind, key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.OutboxItem{}, false, nil
+	}
+	if err != nil {
+		return store.OutboxItem{}, false, wrap(err)
+	}
+	return it, true, nil
+}
