@@ -189,3 +189,10 @@ func LatestIfSet(recs []Record, site string, choices map[string]string) (Record,
 
 // Confirms is the signup id a confirm record confirms, or "".
 func (p *PendingRecord) Confirms() string { return p.req.rec.Confirms }
+
+// Check validates a withdrawal on request before a backend looks the
+// person up.
+func (w *Withdrawal) Check() error { return w.check() }
+
+// Check validates a rectification before a backend looks the person up.
+func (r *Rectification) Check() error { return r.check() }

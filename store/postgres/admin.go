@@ -330,7 +330,7 @@ func (db *DB) purgeSite(ctx context.Context, site string, end []byte) (int, erro
 				}
 				n++
 				r.Tombstone()
-				b.Queue(`UPDATE records SET body = $3, subject = NULL, visitor = NULL WHERE site = $1 AND id = $2`, site, last, r.Encode())
+				b.Queue(`UPDATE records SET body = $3, subject = NULL, visitor = NULL, subject2 = NULL WHERE site = $1 AND id = $2`, site, last, r.Encode())
 				return nil
 			}); err != nil {
 				return err

@@ -187,13 +187,14 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 	}
 
 	var (
-		insSite    []string
-		insID      [][]byte
-		insBody    [][]byte
-		insSubject [][]byte
-		insVisitor [][]byte
-		stored     = make([]store.Record, len(batch))
-		w          = &pgx.Batch{}
+		insSite     []string
+		insID       [][]byte
+		insBody     [][]byte
+		insSubject  [][]byte
+		insVisitor  [][]byte
+		insSubject2 [][]byte
+		stored      = make([]store.Record, len(batch))
+		w           = &pgx.Batch{}
 		// records of this batch by subject, for unsubscribes that follow
 		// them in the same batch
 		batchBySubject = map[string][]store.Record{}
@@ -241,6 +242,7 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		h.lastID, h.hash, h.lastNs, h.changed = id, bytes.Clone(body[len(body)-32:]), ns, true
 		insSite, insID, insBody = append(insSite, r.Site), append(insID, id), append(insBody, body)
 		insSubject, insVisitor = append(insSubject, rec.Subject()), append(insVisitor, rec.VisitorDigest())
+		insSubject2 = append(insSubject2, rec.NewEmailDigest())
 		stored[i] = r
 		if rec.Subject() != nil {
 			batchBySubject[string(rec.Subject())] = append(batchBySubject[string(rec.Subject())], r)
@@ -272,8 +274,8 @@ func (db *DB) writeBatch(ctx context.Context, batch []*appendReq, results []appe
 		}
 	}
 	if len(insID) > 0 {
-		w.Queue(`INSERT INTO records (site, id, body, subject, visitor)
-			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[])`, insSite, insID, insBody, insSubject, insVisitor)
+		w.Queue(`INSERT INTO records (site, id, body, subject, visitor, subject2)
+			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[])`, insSite, insID, insBody, insSubject, insVisitor, insSubject2)
 		var hSite []string
 		var hCount []int64
 		var hLast, hHash [][]byte

@@ -116,7 +116,7 @@ func (c *copier) Record(r *store.StoredRecord, blob []byte) error {
 		}
 		c.purged[rec.Site] = id
 	}
-	c.rows = append(c.rows, []any{rec.Site, id, append([]byte(nil), blob...), r.EmailDigest(), r.VisitorDigest()})
+	c.rows = append(c.rows, []any{rec.Site, id, append([]byte(nil), blob...), r.EmailDigest(), r.VisitorDigest(), r.NewEmailDigest()})
 	c.rep.Records++
 	if len(c.rows) >= copyChunk {
 		return c.flush()
@@ -128,7 +128,7 @@ func (c *copier) flush() error {
 	if len(c.rows) == 0 {
 		return nil
 	}
-	_, err := c.tx.CopyFrom(c.ctx, pgx.Identifier{"records"}, []string{"site", "id", "body", "subject", "visitor"}, pgx.CopyFromRows(c.rows))
+	_, err := c.tx.CopyFrom(c.ctx, pgx.Identifier{"records"}, []string{"site", "id", "body", "subject", "visitor", "subject2"}, pgx.CopyFromRows(c.rows))
 	c.rows = c.rows[:0]
 	return err
 }

@@ -276,7 +276,7 @@ func (db *DB) subjectRecords(ctx context.Context, subject []byte) ([]store.Recor
 func subjectRecords(ctx context.Context, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, subject []byte, lock string) ([]store.Record, error) {
-	rows, err := q.Query(ctx, `SELECT site, id, body FROM records WHERE subject = $1 ORDER BY id `+lock, subject)
+	rows, err := q.Query(ctx, `SELECT site, id, body FROM records WHERE (subject = $1 OR subject2 = $1) ORDER BY id `+lock, subject)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -330,8 +330,9 @@ func (ix pgIndex) byColumn(column string, digest []byte) ([]*store.StoredRecord,
 	return out, wrap(err)
 }
 
+// RecordsByEmail finds a rectify record under both of its addresses.
 func (ix pgIndex) RecordsByEmail(digest []byte) ([]*store.StoredRecord, error) {
-	return ix.byColumn("subject", digest)
+	return ix.byColumn("subject = $1 OR subject2", digest)
 }
 
 func (ix pgIndex) RecordsByVisitor(digest []byte) ([]*store.StoredRecord, error) {

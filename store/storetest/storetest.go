@@ -54,6 +54,7 @@ func RunTests(t *testing.T, newLedger NewLedger) {
 		{"ErasureCoversVisitorIDs", testErasureCoversVisitorIDs},
 		{"UsersSessionsAndRoles", testUsers},
 		{"DoubleOptInConfirm", testConfirm},
+		{"RightsOnRequest", testRights},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1175,4 +1176,55 @@ func testConfirm(t *testing.T, l store.Ledger) {
 	if _, err := l.Confirm(ctx, token, meta); !errors.Is(err, store.ErrBadToken) {
 		t.Fatalf("confirming an erased signup: %v", err)
 	}
+}
+
+// testRights: a withdrawal and a rectification an admin records, each with
+// its audit entry; refused when the new address is taken or erased.
+func testRights(t *testing.T, l store.Ledger) {
+	first := mustAppend(t, l, Signup("shop", "ann@exmaple.org"))
+	mustAppend(t, l, Signup("blog", "ann@exmaple.org"))
+	mustAppend(t, l, Signup("shop", "bob@example.org"))
+	w, err := l.WithdrawOnRequest(ctx, "tok", store.Withdrawal{Email: " Ann@Exmaple.org ", Sites: []string{"shop"}, Purposes: []string{"newsletter"}, Reason: "asked by mail"}, store.AppendOptions{})
+	if err != nil || len(w) != 1 || w[0].Event != "withdraw" || w[0].Source != "admin" || w[0].Choices["newsletter"] != "denied" || w[0].Site != "shop" {
+		t.Fatalf("withdrawal %+v %v", w, err)
+	}
+	if _, err := l.WithdrawOnRequest(ctx, "tok", store.Withdrawal{Email: "ann@exmaple.org"}, store.AppendOptions{}); err == nil {
+		t.Fatal("a withdrawal without a reason was recorded")
+	}
+	if _, err := l.Rectify(ctx, "tok", store.Rectification{Email: "ann@exmaple.org", NewEmail: "bob@example.org", Reason: "r"}, store.AppendOptions{}); !errors.Is(err, store.ErrSubjectExists) {
+		t.Fatalf("rectify to a taken address: %v", err)
+	}
+	recs, err := l.Rectify(ctx, "tok", store.Rectification{Email: "ann@exmaple.org", NewEmail: "Ann@Example.org", Name: "Ann Lovelace", Reason: "typo"}, store.AppendOptions{})
+	if err != nil || len(recs) != 2 || recs[0].Event != "rectify" || recs[0].NewEmail != "ann@example.org" {
+		t.Fatalf("rectify %+v %v", recs, err)
+	}
+	for _, a := range []string{"ann@exmaple.org", "ann@example.org"} {
+		got, st, err := l.Subject(ctx, a)
+		if err != nil || len(got) != 5 || got[0].ID != first.ID || st.Email != "ann@example.org" {
+			t.Fatalf("look-up by %s: %d records, %+v, %v", a, len(got), st, err)
+		}
+	}
+	var actions []string
+	l.AuditLog(ctx, time.Time{}, time.Time{}, func(e store.AuditEntry) error {
+		actions = append(actions, e.Action)
+		if strings.Contains(e.Detail, "ann") || strings.Contains(e.Detail, "typo") {
+			t.Errorf("audit entry names the person or the reason: %+v", e)
+		}
+		return nil
+	})
+	if !slices.Contains(actions, "withdraw") || !slices.Contains(actions, "rectify") {
+		t.Fatalf("audit %v", actions)
+	}
+	if er, err := l.Erase(ctx, "tok", store.SubjectRef{Email: "ann@example.org"}); err != nil || er.Records != 5 {
+		t.Fatalf("erase: %+v %v", er, err)
+	}
+	for _, a := range []string{"ann@exmaple.org", "ann@example.org"} {
+		if ok, _ := l.Suppressed(ctx, a); !ok {
+			t.Fatalf("%s not suppressed", a)
+		}
+	}
+	if _, err := l.WithdrawOnRequest(ctx, "tok", store.Withdrawal{Email: "ann@example.org", Reason: "r"}, store.AppendOptions{}); err == nil {
+		t.Fatal("a withdrawal for an erased person was recorded")
+	}
+	MustVerify(t, l)
 }
