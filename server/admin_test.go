@@ -834,3 +834,20 @@ func TestExportErrorsBeforeAndAfterTheFirstByte(t *testing.T) {
 	})
 	t.Error("the late error was not turned into an abort")
 }
+
+// The CSV guard also neutralises a formula after ';' or ',' (spreadsheets
+// whose locale splits cells there).
+func TestSafeCellAfterSeparators(t *testing.T) {
+	for in, want := range map[string]string{
+		"=1+1":                            "'=1+1",
+		"ok;=HYPERLINK(\"x\")":            "ok;'=HYPERLINK(\"x\")",
+		"a, -2+3":                         "a, '-2+3",
+		"x;;@SUM(A1)":                     "x;;'@SUM(A1)",
+		"Mozilla/5.0 (X11; Linux x86_64)": "Mozilla/5.0 (X11; Linux x86_64)",
+		"plain":                           "plain",
+	} {
+		if got := safeCell(in); got != want {
+			t.Errorf("safeCell(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

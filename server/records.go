@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xuri/excelize/v2"
@@ -319,10 +320,36 @@ func fmtTime(t time.Time) string {
 // (OWASP "CSV injection"): one starting with =, +, -, @, tab or CR gets a
 // leading apostrophe.
 func safeCell(s string) string {
-	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r') {
-		return "'" + s
+	if s != "" && formulaStart(s[0]) {
+		s = "'" + s
 	}
-	return s
+	// A spreadsheet in a locale whose separator is ';' (or one told to
+	// split on ',') starts a new cell after it: neutralise a formula there
+	// too, after any spaces.
+	if !strings.ContainsAny(s, ";,") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		b.WriteByte(s[i])
+		if s[i] != ';' && s[i] != ',' {
+			continue
+		}
+		j := i + 1
+		for j < len(s) && s[j] == ' ' {
+			j++
+		}
+		if j < len(s) && formulaStart(s[j]) {
+			b.WriteString(s[i+1 : j])
+			b.WriteByte('\'')
+			i = j - 1
+		}
+	}
+	return b.String()
+}
+
+func formulaStart(c byte) bool {
+	return c == '=' || c == '+' || c == '-' || c == '@' || c == '\t' || c == '\r'
 }
 
 func safeRow(row []string) []string {

@@ -28,12 +28,20 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	if err := s.compactTo(tmp.Name()); err != nil {
 		return 0, err
 	}
-	f, err := os.Open(tmp.Name())
+	// The copy's own WriteTo sends its pages up to its high-water mark,
+	// not the room bbolt grew the file by.
+	db, err := bolt.Open(tmp.Name(), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	return io.Copy(w, f)
+	defer db.Close()
+	var n int64
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
 }
 
 // compactTo writes a compacted copy of the ledger to path (which may exist
@@ -124,8 +132,8 @@ const purgeChunk = 2048
 // Purge applies each site's retention_days: every record recorded before
 // now minus that many days becomes a tombstone keeping only its id, time,
 // prev_hash and hash, so the chain still verifies, and leaves the subject
-// index. Each site's purge that removed something is an audit entry
-// "purge". It returns the number of records purged.
+// index. Each batch of a site's purge (up to purgeChunk records) writes
+// its "purge" audit entry in its own transaction. It returns the number of records purged.
 //
 // Retention counts from when a record was made: a consent older than the
 // retention period goes too, even if the person still relies on it, so a
@@ -141,16 +149,10 @@ func (s *Store) Purge(now time.Time) (int, error) {
 			continue
 		}
 		cutoff := now.Add(-time.Duration(site.RetentionDays) * 24 * time.Hour)
-		n, err := s.purgeSite(site.ID, idFloor(cutoff))
+		n, err := s.purgeSite(site.ID, idFloor(cutoff), cutoff)
 		total += n
 		if err != nil {
 			return total, err
-		}
-		if n > 0 {
-			detail := fmt.Sprintf("site=%s records=%d before=%s", site.ID, n, cutoff.UTC().Format(time.RFC3339))
-			if err := s.Audit(systemActor, "purge", detail); err != nil {
-				return total, err
-			}
 		}
 	}
 	return total, nil
@@ -158,7 +160,7 @@ func (s *Store) Purge(now time.Time) (int, error) {
 
 // purgeSite tombstones the site's records with ids below end, a chunk per
 // transaction.
-func (s *Store) purgeSite(site string, end []byte) (int, error) {
+func (s *Store) purgeSite(site string, end []byte, cutoff time.Time) (int, error) {
 	total := 0
 	var next []byte
 	for {
@@ -213,7 +215,13 @@ func (s *Store) purgeSite(site string, end []byte) (int, error) {
 				}
 			}
 			n = len(todo)
-			return nil
+			if n == 0 {
+				return nil
+			}
+			// Each batch and its audit entry commit together: a purge
+			// stopped midway leaves no tombstones without an entry.
+			detail := fmt.Sprintf("site=%s records=%d before=%s", site, n, cutoff.UTC().Format(time.RFC3339))
+			return putAudit(tx, s.now(), systemActor, "purge", detail)
 		})
 		if err != nil {
 			return total, err

@@ -450,7 +450,18 @@ func ChangeSite(old, site Site, now time.Time) (Site, error) {
 
 // CreateSite stores a new site (see NewSite); ErrSiteExists if its id is
 // taken.
-func (s *Store) CreateSite(site Site) (Site, error) {
+func (s *Store) CreateSite(site Site) (Site, error) { return s.createSite(site, nil) }
+
+// CreateSiteBy is CreateSite writing the "site_create" audit entry of actor
+// in the same transaction: the site and its entry are stored together or
+// not at all.
+func (s *Store) CreateSiteBy(actor string, site Site) (Site, error) {
+	return s.createSite(site, func(tx *bolt.Tx, site Site) error {
+		return putAudit(tx, s.now(), actor, "site_create", "site "+site.ID+" policy_version "+site.PolicyVersion)
+	})
+}
+
+func (s *Store) createSite(site Site, audit func(*bolt.Tx, Site) error) (Site, error) {
 	site, err := NewSite(site, s.now())
 	if err != nil {
 		return Site{}, err
@@ -458,6 +469,11 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSites).Get([]byte(site.ID)) != nil {
 			return ErrSiteExists
+		}
+		if audit != nil {
+			if err := audit(tx, site); err != nil {
+				return err
+			}
 		}
 		return putSite(tx, site)
 	})
@@ -469,7 +485,17 @@ func (s *Store) CreateSite(site Site) (Site, error) {
 
 // PutSite replaces an existing site's config (see ChangeSite) and returns it
 // as stored; ErrNotFound for an unknown site.
-func (s *Store) PutSite(site Site) (Site, error) {
+func (s *Store) PutSite(site Site) (Site, error) { return s.putSite(site, nil) }
+
+// PutSiteBy is PutSite writing the "site_update" audit entry of actor in
+// the same transaction.
+func (s *Store) PutSiteBy(actor string, site Site) (Site, error) {
+	return s.putSite(site, func(tx *bolt.Tx, site Site) error {
+		return putAudit(tx, s.now(), actor, "site_update", "site "+site.ID+" policy_version "+site.PolicyVersion)
+	})
+}
+
+func (s *Store) putSite(site Site, audit func(*bolt.Tx, Site) error) (Site, error) {
 	err := s.update(func(tx *bolt.Tx) error {
 		old, err := getSite(tx, site.ID)
 		if err != nil {
@@ -478,6 +504,11 @@ func (s *Store) PutSite(site Site) (Site, error) {
 		site, err = ChangeSite(old, site, s.now())
 		if err != nil {
 			return err
+		}
+		if audit != nil {
+			if err := audit(tx, site); err != nil {
+				return err
+			}
 		}
 		return putSite(tx, site)
 	})

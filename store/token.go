@@ -42,6 +42,30 @@ func (s *Store) CreateToken(name string) (string, error) {
 // SHA-256 is kept. An empty name becomes "admin-<n>". A name in use gives
 // ErrExists.
 func (s *Store) CreateTokenRole(name string, role Role) (string, error) {
+	_, tok, err := s.createToken(name, role, "")
+	return tok, err
+}
+
+// CreateTokenBy is CreateTokenRole writing the "token_create" audit entry
+// of actor in the same transaction, under the name the token got (an empty
+// name becomes "admin-<n>"); it returns that name and the token.
+func (s *Store) CreateTokenBy(actor, name string, role Role) (string, string, error) {
+	return s.createToken(name, role, actor)
+}
+
+func (s *Store) createToken(name string, role Role, actor string) (string, string, error) {
+	tok, err := s.createTokenTx(&name, role, func(tx *bolt.Tx) error {
+		if actor == "" {
+			return nil
+		}
+		return putAudit(tx, s.now(), actor, "token_create", "token "+name+" role "+string(role))
+	})
+	return name, tok, err
+}
+
+func (s *Store) createTokenTx(namep *string, role Role, audit func(*bolt.Tx) error) (string, error) {
+	name := *namep
+	defer func() { *namep = name }()
 	if role != RoleAdmin && role != RoleViewer {
 		return "", invalid("role", "%q: want admin or viewer", role)
 	}
@@ -66,6 +90,10 @@ func (s *Store) CreateTokenRole(name string, role Role) (string, error) {
 		}
 		v, err := json.Marshal(storedToken{Hash: tokenHash(token), Role: role, CreatedAt: s.now().UTC()})
 		if err != nil {
+			return err
+		}
+		*namep = name
+		if err := audit(tx); err != nil {
 			return err
 		}
 		return b.Put([]byte(name), v)
@@ -124,8 +152,17 @@ func (s *Store) Tokens() ([]Token, error) {
 
 // RevokeToken deletes a token by name, or gives ErrNotFound; the last
 // admin token or user gives ErrLastAdmin.
-func (s *Store) RevokeToken(name string) error {
+func (s *Store) RevokeToken(name string) error { return s.RevokeTokenBy("", name) }
+
+// RevokeTokenBy is RevokeToken writing the "token_revoke" audit entry of
+// actor (none when actor is "") in the same transaction.
+func (s *Store) RevokeTokenBy(actor, name string) error {
 	return s.update(func(tx *bolt.Tx) error {
+		if actor != "" {
+			if err := putAudit(tx, s.now(), actor, "token_revoke", "token "+name); err != nil {
+				return err
+			}
+		}
 		b := tx.Bucket(bucketTokens)
 		v := b.Get([]byte(name))
 		if v == nil {
