@@ -66,12 +66,9 @@ func (s *Server) handleCreateSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	created, err := s.store.CreateSite(c.Request().Context(), site)
+	created, err := s.store.CreateSiteBy(c.Request().Context(), actorOf(c).auditName(), site)
 	if err != nil {
 		return siteError(err, site.ID)
-	}
-	if err := s.audit(c, "site_create", "site "+created.ID+" policy_version "+created.PolicyVersion); err != nil {
-		return err
 	}
 	return c.JSON(http.StatusCreated, created)
 }
@@ -91,12 +88,9 @@ func (s *Server) handlePutSite(c echo.Context) error {
 	if err := s.checkMail(site); err != nil {
 		return err
 	}
-	updated, err := s.store.PutSite(c.Request().Context(), site)
+	updated, err := s.store.PutSiteBy(c.Request().Context(), actorOf(c).auditName(), site)
 	if err != nil {
 		return siteError(err, id)
-	}
-	if err := s.audit(c, "site_update", "site "+updated.ID+" policy_version "+updated.PolicyVersion); err != nil {
-		return err
 	}
 	return c.JSON(http.StatusOK, updated)
 }
@@ -250,7 +244,7 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	tok, err := s.store.CreateTokenRole(c.Request().Context(), req.Name, role)
+	name, tok, err := s.store.CreateTokenBy(c.Request().Context(), actorOf(c).auditName(), req.Name, role)
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return apiError(http.StatusConflict, "token_exists", err.Error())
@@ -261,24 +255,18 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 		}
 		return err
 	}
-	if err := s.audit(c, "token_create", "token "+req.Name+" role "+string(role)); err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "role": string(role), "token": tok})
+	return c.JSON(http.StatusCreated, map[string]string{"name": name, "role": string(role), "token": tok})
 }
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
 	name := c.Param("name")
-	if err := s.store.RevokeToken(c.Request().Context(), name); err != nil {
+	if err := s.store.RevokeTokenBy(c.Request().Context(), actorOf(c).auditName(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return apiError(http.StatusNotFound, "not_found", fmt.Sprintf("no token %q", truncate(name, 64)))
 		}
 		if errors.Is(err, store.ErrLastAdmin) {
 			return apiError(http.StatusConflict, "last_admin", fmt.Sprintf("token %q is the last admin token or user; create another admin first", truncate(name, 64)))
 		}
-		return err
-	}
-	if err := s.audit(c, "token_revoke", "token "+name); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

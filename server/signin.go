@@ -164,7 +164,7 @@ func (s *Server) handleCreateUser(c echo.Context) error {
 	if err != nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", err.Error())
 	}
-	u, err := s.store.CreateUser(c.Request().Context(), req.Email, role, req.Password)
+	u, err := s.store.CreateUserBy(c.Request().Context(), actorOf(c).auditName(), req.Email, role, req.Password)
 	var ve *store.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -172,9 +172,6 @@ func (s *Server) handleCreateUser(c echo.Context) error {
 	case errors.Is(err, store.ErrExists):
 		return apiError(http.StatusConflict, "user_exists", "a console user with that address exists already")
 	case err != nil:
-		return err
-	}
-	if err := s.audit(c, "user_create", "user "+u.Email+" role "+string(u.Role)); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, u)
@@ -186,16 +183,13 @@ func (s *Server) handleDeleteUser(c echo.Context) error {
 		return apiError(http.StatusBadRequest, "invalid_field", "email: not a valid path segment")
 	}
 	email := store.NormalizeEmail(raw)
-	err = s.store.DeleteUser(c.Request().Context(), email)
+	err = s.store.DeleteUserBy(c.Request().Context(), actorOf(c).auditName(), email)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return apiError(http.StatusNotFound, "not_found", "no console user with that address")
 	case errors.Is(err, store.ErrLastAdmin):
 		return apiError(http.StatusConflict, "last_admin", "that is the last admin token or user; make another admin first")
 	case err != nil:
-		return err
-	}
-	if err := s.audit(c, "user_delete", "user "+email); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -34,6 +34,13 @@ type Ledger interface {
 	Site(ctx context.Context, id string) (Site, error)
 	CreateSite(ctx context.Context, site Site) (Site, error)
 	PutSite(ctx context.Context, site Site) (Site, error)
+	// CreateSiteBy and PutSiteBy are CreateSite and PutSite writing the
+	// "site_create" / "site_update" audit entry of actor in the same
+	// transaction: the change and its entry are stored together or not at
+	// all. The other ...By methods do the same for tokens and console
+	// users; actor is the audit name of who made the change, never "".
+	CreateSiteBy(ctx context.Context, actor string, site Site) (Site, error)
+	PutSiteBy(ctx context.Context, actor string, site Site) (Site, error)
 
 	PutNotice(ctx context.Context, texts []byte) (string, error)
 	Notice(ctx context.Context, hash string) ([]byte, error)
@@ -80,11 +87,17 @@ type Ledger interface {
 	TokenFor(ctx context.Context, token string) (Token, bool)
 	Tokens(ctx context.Context) ([]Token, error)
 	RevokeToken(ctx context.Context, name string) error
+	// CreateTokenBy returns the name the token got (an empty name becomes
+	// "admin-<n>", and its audit entry names that) and the token.
+	CreateTokenBy(ctx context.Context, actor, name string, role Role) (string, string, error)
+	RevokeTokenBy(ctx context.Context, actor, name string) error
 	TokenCount(ctx context.Context) (int, error)
 
 	CreateUser(ctx context.Context, email string, role Role, password string) (User, error)
 	Users(ctx context.Context) ([]User, error)
 	DeleteUser(ctx context.Context, email string) error
+	CreateUserBy(ctx context.Context, actor, email string, role Role, password string) (User, error)
+	DeleteUserBy(ctx context.Context, actor, email string) error
 	CheckPassword(ctx context.Context, email, password string) (User, bool)
 	SetPassword(ctx context.Context, email, password string) error
 	NewSession(ctx context.Context, email string, ttl time.Duration) (string, Session, error)

@@ -41,6 +41,12 @@ func checkUserEmail(email string) (string, error) {
 // MinPasswordLen characters, hashed with argon2id. An address in use gives
 // ErrExists.
 func (s *Store) CreateUser(email string, role Role, password string) (User, error) {
+	return s.CreateUserBy("", email, role, password)
+}
+
+// CreateUserBy is CreateUser writing the "user_create" audit entry of actor
+// (none when actor is "") in the same transaction.
+func (s *Store) CreateUserBy(actor, email string, role Role, password string) (User, error) {
 	e, err := checkUserEmail(email)
 	if err != nil {
 		return User{}, err
@@ -61,6 +67,11 @@ func (s *Store) CreateUser(email string, role Role, password string) (User, erro
 		b := tx.Bucket(bucketUsers)
 		if b.Get([]byte(e)) != nil {
 			return fmt.Errorf("user %q: %w", e, ErrExists)
+		}
+		if actor != "" {
+			if err := putAudit(tx, s.now(), actor, "user_create", "user "+e+" role "+string(role)); err != nil {
+				return err
+			}
 		}
 		return putUser(tx, e, u)
 	})
@@ -108,7 +119,11 @@ func (s *Store) Users() ([]User, error) {
 
 // DeleteUser removes a console user and ends their sessions; an unknown
 // address gives ErrNotFound, the last admin ErrLastAdmin.
-func (s *Store) DeleteUser(email string) error {
+func (s *Store) DeleteUser(email string) error { return s.DeleteUserBy("", email) }
+
+// DeleteUserBy is DeleteUser writing the "user_delete" audit entry of actor
+// (none when actor is "") in the same transaction.
+func (s *Store) DeleteUserBy(actor, email string) error {
 	e := NormalizeEmail(email)
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
@@ -121,6 +136,11 @@ func (s *Store) DeleteUser(email string) error {
 		}
 		if err := b.Delete([]byte(e)); err != nil {
 			return err
+		}
+		if actor != "" {
+			if err := putAudit(tx, s.now(), actor, "user_delete", "user "+e); err != nil {
+				return err
+			}
 		}
 		return endSessionsOf(tx, e)
 	})

@@ -200,8 +200,8 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			var v struct{ Token string }
 			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"name": f.str("name"), "role": string(role)}, &v)
 			tok = v.Token
-		} else if tok, err = l.st.CreateTokenRole(ctx, f.str("name"), role); err == nil {
-			err = l.st.Audit(ctx, "cli", "token_create", "token "+f.str("name")+" role "+string(role))
+		} else {
+			_, tok, err = l.st.CreateTokenBy(ctx, "cli", f.str("name"), role)
 		}
 		if err != nil {
 			return err
@@ -228,10 +228,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if l.remote != nil {
 		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(name), nil, nil)
 	}
-	if err := l.st.RevokeToken(ctx, name); err != nil {
-		return err
-	}
-	return l.st.Audit(ctx, "cli", "token_revoke", "token "+name)
+	return l.st.RevokeTokenBy(ctx, "cli", name)
 }
 
 func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -286,8 +283,8 @@ func cmdSite(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "create":
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/sites", site, &out)
-		} else if out, err = l.st.CreateSite(ctx, site); err == nil {
-			err = l.st.Audit(ctx, "cli", "site_create", "site "+site.ID)
+		} else {
+			out, err = l.st.CreateSiteBy(ctx, "cli", site)
 		}
 	}
 	if err != nil {

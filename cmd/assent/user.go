@@ -53,10 +53,8 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		email := f.str("email")
 		if l.remote != nil {
 			err = l.remote.getJSON(ctx, http.MethodPost, "/v1/admin/users", map[string]string{"email": email, "role": string(role), "password": password}, nil)
-		} else if u, e := l.st.CreateUser(ctx, email, role, password); e != nil {
-			err = e
 		} else {
-			err = l.st.Audit(ctx, "cli", "user_create", "user "+u.Email+" role "+string(u.Role))
+			_, err = l.st.CreateUserBy(ctx, "cli", email, role, password)
 		}
 		if err != nil {
 			return err
@@ -82,10 +80,7 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if l.remote != nil {
 		return l.remote.getJSON(ctx, http.MethodDelete, "/v1/admin/users/"+url.PathEscape(email), nil, nil)
 	}
-	if err := l.st.DeleteUser(ctx, email); err != nil {
-		return err
-	}
-	return l.st.Audit(ctx, "cli", "user_delete", "user "+email)
+	return l.st.DeleteUserBy(ctx, "cli", email)
 }
 
 // readPassword takes ASSENT_PASSWORD, else asks twice on the terminal. The

@@ -21,41 +21,60 @@ func (db *DB) CreateToken(ctx context.Context, name string) (string, error) {
 // CreateTokenRole makes a new token with a role and keeps only its hash.
 // An empty name becomes "admin-<n>"; a name in use gives store.ErrExists.
 func (db *DB) CreateTokenRole(ctx context.Context, name string, role store.Role) (string, error) {
+	_, tok, err := db.CreateTokenBy(ctx, "", name, role)
+	return tok, err
+}
+
+// CreateTokenBy is CreateTokenRole writing the "token_create" audit entry
+// of actor, under the name the token got, in the same transaction; it
+// returns that name and the token.
+func (db *DB) CreateTokenBy(ctx context.Context, actor, name string, role store.Role) (string, string, error) {
 	if err := store.CheckRole(role); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := store.CheckTokenName(name); err != nil {
-		return "", err
+		return "", "", err
 	}
 	token, hash, err := store.NewToken()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	at := db.now().UnixNano()
-	if name != "" {
-		tag, err := db.pool.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns, role) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`, name, hash, at, string(role))
-		if err != nil {
-			return "", wrap(err)
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		insert := func(name string) (bool, error) {
+			tag, err := tx.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns, role) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`, name, hash, at, string(role))
+			return err == nil && tag.RowsAffected() == 1, err
 		}
-		if tag.RowsAffected() == 0 {
-			return "", fmt.Errorf("token %q: %w", name, store.ErrExists)
+		if name != "" {
+			ok, err := insert(name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("token %q: %w", name, store.ErrExists)
+			}
+		} else {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM tokens`).Scan(&n); err != nil {
+				return err
+			}
+			for i := n + 1; ; i++ {
+				ok, err := insert("admin-" + itoa(i))
+				if err != nil {
+					return err
+				}
+				if ok {
+					name = "admin-" + itoa(i)
+					break
+				}
+			}
 		}
-		return token, nil
-	}
-	n, err := db.TokenCount(ctx)
+		return db.auditTx(ctx, tx, actor, "token_create", "token "+name+" role "+string(role))
+	})
 	if err != nil {
-		return "", err
+		return "", "", wrap(err)
 	}
-	for i := n + 1; ; i++ {
-		tag, err := db.pool.Exec(ctx, `INSERT INTO tokens (name, hash, created_at_ns, role) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`,
-			"admin-"+itoa(i), hash, at, string(role))
-		if err != nil {
-			return "", wrap(err)
-		}
-		if tag.RowsAffected() == 1 {
-			return token, nil
-		}
-	}
+	return name, token, nil
 }
 
 // CheckToken tells whether token is a live admin token, and its name.
@@ -99,6 +118,12 @@ func (db *DB) Tokens(ctx context.Context) ([]store.Token, error) {
 // RevokeToken deletes a token by name; store.ErrNotFound, or
 // store.ErrLastAdmin for the last admin token or user.
 func (db *DB) RevokeToken(ctx context.Context, name string) error {
+	return db.RevokeTokenBy(ctx, "", name)
+}
+
+// RevokeTokenBy is RevokeToken writing the "token_revoke" audit entry of
+// actor in the same transaction.
+func (db *DB) RevokeTokenBy(ctx context.Context, actor, name string) error {
 	return wrap(pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var role string
 		err := tx.QueryRow(ctx, `SELECT role FROM tokens WHERE name = $1 FOR UPDATE`, name).Scan(&role)
@@ -111,8 +136,10 @@ func (db *DB) RevokeToken(ctx context.Context, name string) error {
 		if err := keepAnAdmin(ctx, tx, role); err != nil {
 			return fmt.Errorf("token %q: %w", name, err)
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM tokens WHERE name = $1`, name)
-		return err
+		if _, err = tx.Exec(ctx, `DELETE FROM tokens WHERE name = $1`, name); err != nil {
+			return err
+		}
+		return db.auditTx(ctx, tx, actor, "token_revoke", "token "+name)
 	}))
 }
 
@@ -128,6 +155,18 @@ func (db *DB) Audit(ctx context.Context, token, action, detail string) error {
 	_, err := db.pool.Exec(ctx, `INSERT INTO audit (at_ns, token, action, detail) VALUES ($1, $2, $3, $4)`,
 		db.now().UnixNano(), token, action, detail)
 	return wrap(err)
+}
+
+// auditTx appends the audit entry of an admin change inside that change's
+// own transaction tx; none when actor is "" (the change was not asked for
+// by anyone to name, as with the plain CreateSite).
+func (db *DB) auditTx(ctx context.Context, tx pgx.Tx, actor, action, detail string) error {
+	if actor == "" {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO audit (at_ns, token, action, detail) VALUES ($1, $2, $3, $4)`,
+		db.now().UnixNano(), actor, action, detail)
+	return err
 }
 
 // AuditLog calls fn for each entry from from (inclusive) to to (exclusive;

@@ -64,6 +64,16 @@ func getSite(ctx context.Context, q interface {
 // CreateSite stores a new site (store.NewSite) and its empty chain, or
 // gives store.ErrSiteExists.
 func (db *DB) CreateSite(ctx context.Context, site store.Site) (store.Site, error) {
+	return db.createSite(ctx, "", site)
+}
+
+// CreateSiteBy is CreateSite writing the "site_create" audit entry of actor
+// in the same transaction.
+func (db *DB) CreateSiteBy(ctx context.Context, actor string, site store.Site) (store.Site, error) {
+	return db.createSite(ctx, actor, site)
+}
+
+func (db *DB) createSite(ctx context.Context, actor string, site store.Site) (store.Site, error) {
 	site, err := store.NewSite(site, db.now())
 	if err != nil {
 		return store.Site{}, err
@@ -80,8 +90,10 @@ func (db *DB) CreateSite(ctx context.Context, site store.Site) (store.Site, erro
 		if tag.RowsAffected() == 0 {
 			return store.ErrSiteExists
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO chains (site) VALUES ($1)`, site.ID)
-		return err
+		if _, err = tx.Exec(ctx, `INSERT INTO chains (site) VALUES ($1)`, site.ID); err != nil {
+			return err
+		}
+		return db.auditTx(ctx, tx, actor, "site_create", "site "+site.ID+" policy_version "+site.PolicyVersion)
 	})
 	if err != nil {
 		return store.Site{}, wrap(err)
@@ -91,6 +103,16 @@ func (db *DB) CreateSite(ctx context.Context, site store.Site) (store.Site, erro
 
 // PutSite replaces an existing site's config (store.ChangeSite).
 func (db *DB) PutSite(ctx context.Context, site store.Site) (store.Site, error) {
+	return db.putSite(ctx, "", site)
+}
+
+// PutSiteBy is PutSite writing the "site_update" audit entry of actor in
+// the same transaction.
+func (db *DB) PutSiteBy(ctx context.Context, actor string, site store.Site) (store.Site, error) {
+	return db.putSite(ctx, actor, site)
+}
+
+func (db *DB) putSite(ctx context.Context, actor string, site store.Site) (store.Site, error) {
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		old, err := getSite(ctx, tx, site.ID, "FOR UPDATE")
 		if err != nil {
@@ -103,8 +125,10 @@ func (db *DB) PutSite(ctx context.Context, site store.Site) (store.Site, error) 
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE sites SET config = $2 WHERE id = $1`, site.ID, config)
-		return err
+		if _, err = tx.Exec(ctx, `UPDATE sites SET config = $2 WHERE id = $1`, site.ID, config); err != nil {
+			return err
+		}
+		return db.auditTx(ctx, tx, actor, "site_update", "site "+site.ID+" policy_version "+site.PolicyVersion)
 	})
 	if err != nil {
 		return store.Site{}, wrap(err)

@@ -36,6 +36,12 @@ func keepAnAdmin(ctx context.Context, tx pgx.Tx, role string) error {
 
 // CreateUser adds a console user (store.Store.CreateUser).
 func (db *DB) CreateUser(ctx context.Context, email string, role store.Role, password string) (store.User, error) {
+	return db.CreateUserBy(ctx, "", email, role, password)
+}
+
+// CreateUserBy is CreateUser writing the "user_create" audit entry of actor
+// in the same transaction.
+func (db *DB) CreateUserBy(ctx context.Context, actor, email string, role store.Role, password string) (store.User, error) {
 	e, err := store.CheckUserEmail(email)
 	if err != nil {
 		return store.User{}, err
@@ -48,13 +54,19 @@ func (db *DB) CreateUser(ctx context.Context, email string, role store.Role, pas
 		return store.User{}, err
 	}
 	now := db.now().UTC()
-	tag, err := db.pool.Exec(ctx, `INSERT INTO users (email, role, hash, created_at_ns, password_changed_at_ns)
-		VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING`, e, string(role), hash, now.UnixNano())
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO users (email, role, hash, created_at_ns, password_changed_at_ns)
+			VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING`, e, string(role), hash, now.UnixNano())
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("user %q: %w", e, store.ErrExists)
+		}
+		return db.auditTx(ctx, tx, actor, "user_create", "user "+e+" role "+string(role))
+	})
 	if err != nil {
 		return store.User{}, wrap(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return store.User{}, fmt.Errorf("user %q: %w", e, store.ErrExists)
 	}
 	return store.User{Email: e, Role: role, CreatedAt: now}, nil
 }
@@ -79,6 +91,12 @@ func (db *DB) Users(ctx context.Context) ([]store.User, error) {
 // DeleteUser removes a console user and their sessions; ErrNotFound,
 // ErrLastAdmin.
 func (db *DB) DeleteUser(ctx context.Context, email string) error {
+	return db.DeleteUserBy(ctx, "", email)
+}
+
+// DeleteUserBy is DeleteUser writing the "user_delete" audit entry of actor
+// in the same transaction.
+func (db *DB) DeleteUserBy(ctx context.Context, actor, email string) error {
 	e := store.NormalizeEmail(email)
 	return wrap(pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var role string
@@ -92,8 +110,10 @@ func (db *DB) DeleteUser(ctx context.Context, email string) error {
 		if err := keepAnAdmin(ctx, tx, role); err != nil {
 			return fmt.Errorf("user %q: %w", e, err)
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM users WHERE email = $1`, e) // sessions cascade
-		return err
+		if _, err = tx.Exec(ctx, `DELETE FROM users WHERE email = $1`, e); err != nil { // sessions cascade
+			return err
+		}
+		return db.auditTx(ctx, tx, actor, "user_delete", "user "+e)
 	}))
 }
 
