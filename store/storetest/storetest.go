@@ -55,6 +55,7 @@ func RunTests(t *testing.T, newLedger NewLedger) {
 		{"UsersSessionsAndRoles", testUsers},
 		{"DoubleOptInConfirm", testConfirm},
 		{"RightsOnRequest", testRights},
+		{"AdminChangesAuditedInTheirTransaction", testAdminChangesAudited},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1242,4 +1243,103 @@ func testRights(t *testing.T, l store.Ledger) {
 		t.Fatal("a withdrawal for an erased person was recorded")
 	}
 	MustVerify(t, l)
+}
+
+// testAdminChangesAudited: every site, token and console-user change made
+// through a ...By method leaves exactly one audit entry naming the actor
+// and the action, and a refused change leaves none (the entry is written
+// in the change's own transaction, so it is rolled back with it).
+func testAdminChangesAudited(t *testing.T, l store.Ledger) {
+	var seen int
+	// expect checks that the change just made added exactly the entries
+	// want (actor, action, a word of the detail), or none.
+	expect := func(what string, want ...[3]string) {
+		t.Helper()
+		var all []store.AuditEntry
+		if err := l.AuditLog(ctx, time.Time{}, time.Time{}, func(e store.AuditEntry) error { all = append(all, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		got := all[seen:]
+		seen = len(all)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d new audit entries %+v, want %d", what, len(got), got, len(want))
+		}
+		for i, w := range want {
+			if got[i].Token != w[0] || got[i].Action != w[1] || !strings.Contains(got[i].Detail, w[2]) || got[i].At.IsZero() {
+				t.Fatalf("%s: entry %+v, want actor %q action %q detail with %q", what, got[i], w[0], w[1], w[2])
+			}
+		}
+	}
+	expect("before")
+
+	site, err := l.CreateSiteBy(ctx, "ops", Site("news"))
+	if err != nil || site.ID != "news" {
+		t.Fatalf("create site %+v %v", site, err)
+	}
+	expect("site create", [3]string{"ops", "site_create", "site news"})
+	if _, err := l.CreateSiteBy(ctx, "ops", Site("news")); !errors.Is(err, store.ErrSiteExists) {
+		t.Fatalf("create site twice: %v", err)
+	}
+	expect("refused site create")
+	changed := Site("news")
+	changed.Name = "The news"
+	if put, err := l.PutSiteBy(ctx, "user:ada@example.org", changed); err != nil || put.Name != "The news" {
+		t.Fatalf("put site %+v %v", put, err)
+	}
+	expect("site update", [3]string{"user:ada@example.org", "site_update", "site news"})
+	if _, err := l.PutSiteBy(ctx, "ops", Site("nope")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("put unknown site: %v", err)
+	}
+	expect("refused site update")
+
+	name, tok, err := l.CreateTokenBy(ctx, "ops", "ci", store.RoleViewer)
+	if err != nil || name != "ci" || !strings.HasPrefix(tok, "asn_") {
+		t.Fatalf("create token %q %q %v", name, tok, err)
+	}
+	expect("token create", [3]string{"ops", "token_create", "token ci role viewer"})
+	name, tok, err = l.CreateTokenBy(ctx, "ops", "", store.RoleAdmin)
+	if err != nil || name != "admin-2" {
+		t.Fatalf("create unnamed token %q %v", name, err)
+	}
+	if got, ok := l.CheckToken(ctx, tok); !ok || got != name {
+		t.Fatalf("unnamed token checks as %q %v, want %q", got, ok, name)
+	}
+	expect("unnamed token create", [3]string{"ops", "token_create", "token admin-2 role admin"})
+	if _, _, err := l.CreateTokenBy(ctx, "ops", "ci", store.RoleAdmin); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("create token twice: %v", err)
+	}
+	expect("refused token create")
+	if err := l.RevokeTokenBy(ctx, "ops", "ci"); err != nil {
+		t.Fatal(err)
+	}
+	expect("token revoke", [3]string{"ops", "token_revoke", "token ci"})
+	if err := l.RevokeTokenBy(ctx, "ops", "ci"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoke twice: %v", err)
+	}
+	expect("refused token revoke")
+	if err := l.RevokeTokenBy(ctx, "ops", "admin-2"); !errors.Is(err, store.ErrLastAdmin) {
+		t.Fatalf("revoke the last admin: %v", err)
+	}
+	expect("refused last-admin revoke")
+
+	u, err := l.CreateUserBy(ctx, "admin-2", "Bob@Example.org", store.RoleViewer, "correct horse battery")
+	if err != nil || u.Email != "bob@example.org" {
+		t.Fatalf("create user %+v %v", u, err)
+	}
+	expect("user create", [3]string{"admin-2", "user_create", "user bob@example.org role viewer"})
+	if _, err := l.CreateUserBy(ctx, "admin-2", "bob@example.org", store.RoleViewer, "correct horse battery"); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("create user twice: %v", err)
+	}
+	expect("refused user create")
+	if err := l.DeleteUserBy(ctx, "admin-2", "BOB@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	expect("user delete", [3]string{"admin-2", "user_delete", "user bob@example.org"})
+	if err := l.DeleteUserBy(ctx, "admin-2", "bob@example.org"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete user twice: %v", err)
+	}
+	expect("refused user delete")
+	if users, err := l.Users(ctx); err != nil || len(users) != 0 {
+		t.Fatalf("users %+v %v", users, err)
+	}
 }
