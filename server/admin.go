@@ -55,7 +55,10 @@ func decodeSite(c echo.Context, site *store.Site) error {
 	if err := store.CheckSiteKeys(raw); err != nil {
 		return siteError(err, "")
 	}
-	return decodeBytes(raw, site)
+	if err := decodeBytes(raw, site); err != nil {
+		return err
+	}
+	return checkText("name", site.Name)
 }
 
 func (s *Server) handleCreateSite(c echo.Context) error {

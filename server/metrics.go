@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -61,6 +63,31 @@ func newMetrics(st store.Ledger) *metrics {
 }
 
 func (m *metrics) handler(c echo.Context) error { return m.h(c) }
+
+// DefaultMetricsAllow is loopback, the networks that may read /metrics
+// without a token unless --metrics-allow says otherwise.
+func DefaultMetricsAllow() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+}
+
+// metricsGate lets a client from an allowed network (--metrics-allow; the
+// client address honours --trusted-proxies) read /metrics; anyone else needs
+// a valid bearer token of any role, checked as on the admin API.
+func (s *Server) metricsGate(next echo.HandlerFunc) echo.HandlerFunc {
+	withToken := s.requireAuth(next)
+	return func(c echo.Context) error {
+		a := s.clientAddr(c.Request()).Unmap()
+		for _, p := range s.cfg.MetricsAllow {
+			if p.Contains(a) {
+				return next(c)
+			}
+		}
+		if c.Request().Header.Get("Authorization") == "" {
+			return apiError(http.StatusForbidden, "forbidden", "/metrics answers only allowed networks (--metrics-allow) or a request with Authorization: Bearer <token>")
+		}
+		return withToken(c)
+	}
+}
 
 func (m *metrics) observe(route, method string, status int, d time.Duration) {
 	if route == "" {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -295,6 +296,13 @@ func (r *choiceRequest) validate(signup bool) error {
 	if r.Choices == nil {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "choices: required, an object of purpose ids to booleans")
 	}
+	for _, f := range []struct{ name, value string }{
+		{"visitor_id", r.VisitorID}, {"notice_version", r.NoticeVersion}, {"locale", r.Locale}, {"page_url", r.PageURL}, {"name", r.Name},
+	} {
+		if err := checkText(f.name, f.value); err != nil {
+			return err
+		}
+	}
 	if len(r.VisitorID) > 64 || !printableASCII(r.VisitorID) {
 		return apiError(http.StatusUnprocessableEntity, "invalid_field", "visitor_id: at most 64 printable ASCII characters")
 	}
@@ -356,6 +364,19 @@ func checkEmail(raw string) (string, error) {
 		return "", errors.New("email: give the address alone, without a name or brackets")
 	}
 	return store.NormalizeEmail(s), nil
+}
+
+// checkText refuses a stored string that carries a control character (C0,
+// DEL, C1: NUL, CR, LF, ESC, …) or a bidi override or isolate (U+202A–U+202E,
+// U+2066–U+2069), which would forge lines in logs and exports or reorder
+// what a reader sees.
+func checkText(field, s string) error {
+	for _, r := range s {
+		if unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return apiError(http.StatusUnprocessableEntity, "invalid_field", fmt.Sprintf("%s: control characters and bidi overrides (here %U) are not allowed", field, r))
+		}
+	}
+	return nil
 }
 
 func printableASCII(s string) bool {

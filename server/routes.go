@@ -39,7 +39,7 @@ func (s *Server) routes() *echo.Echo {
 	e.POST("/v1/confirm", s.handleConfirm, s.limitBody, s.rateLimit)
 	e.GET("/.well-known/jwks.json", s.handleJWKS, cors)
 	e.GET("/healthz", s.handleHealth)
-	e.GET("/metrics", s.met.handler)
+	e.GET("/metrics", s.met.handler, s.metricsGate)
 
 	// Admin API: a bearer token or a signed-in console user (whose changes
 	// also need the X-CSRF-Token header), never cached. Every admin route is

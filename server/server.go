@@ -41,6 +41,9 @@ type Config struct {
 	DevDir         string // the widget folder for Dev, default "widget"
 	DevConsoleDir  string // the console folder for Dev, default "server/console"
 	PublicURL      string // base for unsubscribe links; "" = from the request
+	// MetricsAllow are the client networks that may read /metrics without a
+	// token; nil = loopback only (DefaultMetricsAllow).
+	MetricsAllow []netip.Prefix
 	// Mail sends confirmation mails (--smtp, --mail-from); nil = no mail,
 	// and a site cannot turn double opt-in on.
 	Mail *mail.Sender
@@ -80,6 +83,9 @@ type Server struct {
 func New(cfg Config, st store.Ledger, loc *geo.Locator, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.MetricsAllow == nil {
+		cfg.MetricsAllow = DefaultMetricsAllow()
 	}
 	var src fs.FS = widget.FS
 	if cfg.Dev {

@@ -47,6 +47,7 @@ func TestBadInputGivesOneLineErrors(t *testing.T) {
 		{"bad rate limit flag", nil, []string{"serve", "--rate-limit", "lots"}, 2, "--rate-limit"},
 		{"bad rate limit env", map[string]string{"ASSENT_RATE_LIMIT": "-3"}, []string{"serve"}, 2, "--rate-limit"},
 		{"bad trusted proxies", nil, []string{"serve", "--trusted-proxies", "10.0.0.0/99"}, 2, "--trusted-proxies"},
+		{"bad metrics networks", nil, []string{"serve", "--metrics-allow", "localhost"}, 2, "--metrics-allow"},
 		{"bad bool", nil, []string{"serve", "--demo=perhaps"}, 2, "--demo"},
 		{"bad duration", nil, []string{"serve", "--geo-poll", "soon"}, 2, "--geo-poll"},
 		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, 2, "--log-level"},
@@ -103,7 +104,7 @@ func TestServeHelpPrintsTheOptionTable(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, want := range []string{"--trusted-proxies", "ASSENT_TRUSTED_PROXIES", "--rate-limit", "ASSENT_RATE_LIMIT", ":8080"} {
+	for _, want := range []string{"--trusted-proxies", "ASSENT_TRUSTED_PROXIES", "--metrics-allow", "ASSENT_METRICS_ALLOW", "--rate-limit", "ASSENT_RATE_LIMIT", ":8080"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("help lacks %q", want)
 		}

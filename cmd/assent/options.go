@@ -23,6 +23,7 @@ var options = map[string]option{
 	"database":              {"database", "", "a PostgreSQL database (postgres://user:pass@host:5432/db?sslmode=…) that several replicas share, instead of the file in --data; ASSENT_DATABASE_FILE names a file holding it"},
 	"geoip":                 {"geoip", "", "country database (.mmdb): ip-location-db or MaxMind GeoIP2/GeoLite2 Country/City; empty = data/geo-whois-asn-country.mmdb if present, else every country is unknown (opt-in)"},
 	"trusted-proxies":       {"trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed (e.g. 10.0.0.0/8,127.0.0.1)"},
+	"metrics-allow":         {"metrics-allow", "127.0.0.0/8,::1/128", "comma-separated CIDRs that may read /metrics without a token (others need an admin or viewer bearer token)"},
 	"country-header":        {"country-header", "", "a CDN's country header (e.g. CF-IPCountry), believed only from a trusted proxy"},
 	"rate-limit":            {"rate-limit", "10", "writes per second per client address, IPv6 per /64 (0 = off)"},
 	"demo":                  {"demo", "false", "serve the demo page at / with a demo site and a demo-only country switch"},

@@ -25,7 +25,7 @@ import (
 	"github.com/assent/assent/store/postgres"
 )
 
-var serveFlags = []string{"addr", "data", "database", "geoip", "trusted-proxies", "country-header", "rate-limit", "demo", "dev",
+var serveFlags = []string{"addr", "data", "database", "geoip", "trusted-proxies", "metrics-allow", "country-header", "rate-limit", "demo", "dev",
 	"public-url", "smtp", "mail-from", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
 
 // defaultGeoDB is where `make` puts the default country database.
@@ -46,6 +46,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := server.Config{CountryHeader: f.str("country-header"), PublicURL: f.str("public-url")}
 	if cfg.TrustedProxies, err = geo.ParsePrefixes(f.str("trusted-proxies")); err != nil {
 		return usageError{"--trusted-proxies: " + err.Error()}
+	}
+	if cfg.MetricsAllow, err = geo.ParsePrefixes(f.str("metrics-allow")); err != nil {
+		return usageError{"--metrics-allow: " + err.Error()}
 	}
 	if cfg.RateLimit, err = strconv.ParseFloat(f.str("rate-limit"), 64); err != nil || cfg.RateLimit < 0 {
 		return usageError{fmt.Sprintf("--rate-limit: want a number ≥ 0, got %q", f.str("rate-limit"))}
