@@ -264,10 +264,16 @@ func (s *Server) handleCreateToken(c echo.Context) error {
 		}
 		return err
 	}
-	if err := s.audit(c, "token_create", "token "+req.Name+" role "+string(role)); err != nil {
+	// An empty name was given one by the ledger (admin-<n>): audit and
+	// answer under that name, the one a later revoke must use.
+	name := req.Name
+	if t, ok := s.store.TokenFor(c.Request().Context(), tok); ok {
+		name = t.Name
+	}
+	if err := s.audit(c, "token_create", "token "+name+" role "+string(role)); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, map[string]string{"name": req.Name, "role": string(role), "token": tok})
+	return c.JSON(http.StatusCreated, map[string]string{"name": name, "role": string(role), "token": tok})
 }
 
 func (s *Server) handleRevokeToken(c echo.Context) error {
