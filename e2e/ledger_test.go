@@ -159,7 +159,7 @@ func TestErasedStaysErasedWhateverTheSource(t *testing.T) {
 // An unsubscribe overlapping an erasure once stored the address again (295
 // of 300 runs). Both requests at once, many times, over HTTP.
 func TestEraseUnsubscribeRaceOverHTTP(t *testing.T) {
-	l := startLive(t)
+	l := startLive(t, "--public-url", "https://consent.example.com") // signups carry unsubscribe_url only with it
 	const runs = 60
 	for i := 0; i < runs; i++ {
 		email := fmt.Sprintf("race%02d@example.org", i)

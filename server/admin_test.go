@@ -463,7 +463,7 @@ func TestExportSummary(t *testing.T) {
 }
 
 func TestExportSignups(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, nil).publicAtOwnURL()
 	body := func(email string, news bool) map[string]any {
 		return map[string]any{"email": email, "visitor_id": "v_" + strings.ToLower(email), "choices": map[string]bool{"newsletter": news}}
 	}

@@ -131,7 +131,7 @@ func (s *Server) handleDemoPage(c echo.Context) error {
 	var b bytes.Buffer
 	err := demoPage.Execute(&b, map[string]any{
 		"Site": demoSiteID, "Country": country, "Countries": countries, "Positions": positions, "Schemes": schemes,
-		"Query": template.URL(q), "Origin": s.baseURL(c), "Lang": lang,
+		"Query": template.URL(q), "Origin": s.publicURL(), "Lang": lang,
 	})
 	if err != nil {
 		return err

@@ -213,8 +213,13 @@ func (s *Server) handleExportSignups(c echo.Context) error {
 		return err
 	}
 	return s.stream(c, exportName(site.ID, "signups", q), q.Format, func() error {
-		base := s.baseURL(c)
-		unsub := func(email string) string { return base + "/u/" + s.store.UnsubscribeToken(site.ID, email) }
+		base := s.publicURL()
+		unsub := func(email string) string {
+			if base == "" {
+				return ""
+			}
+			return base + "/u/" + s.store.UnsubscribeToken(site.ID, email)
+		}
 		return WriteSubjects(c.Response(), q.Format, site, unsub, func(fn func(store.SubjectState) error) error {
 			return s.store.Subjects(c.Request().Context(), site.ID, q.Query, fn)
 		})

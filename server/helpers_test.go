@@ -82,6 +82,13 @@ func newTestServerLog(t testing.TB, cfg *Config, log *slog.Logger) *testServer {
 	return ts
 }
 
+// publicAtOwnURL sets --public-url to the test server's own address (known
+// only once it listens), before any request, so links point back at it.
+func (ts *testServer) publicAtOwnURL() *testServer {
+	ts.srv.cfg.PublicURL = ts.url + "/"
+	return ts
+}
+
 func testSite() store.Site { return ExampleSite("shop", []string{shopOrigin}) }
 
 func (ts *testServer) createSite(s store.Site) {
@@ -129,6 +136,9 @@ func (ts *testServer) do(method, path string, body any, headers map[string]strin
 	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
+	}
+	if h := headers["Host"]; h != "" {
+		req.Host = h // net/http sends req.Host, not a Host header
 	}
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {

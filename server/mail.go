@@ -200,8 +200,9 @@ func (s *Server) confirmationMail(site store.Site, p mailPayload, itemID string)
 	}
 }
 
-// publicURL is --public-url without its trailing slash; mails never take a
-// link from a request's Host.
+// publicURL is --public-url without its trailing slash, or "" when unset:
+// links that leave the browser (mails, a signup's unsubscribe_url, webhook
+// payloads, exports) never come from a request's Host.
 func (s *Server) publicURL() string { return strings.TrimSuffix(s.cfg.PublicURL, "/") }
 
 // mailView is one mail as admins see it.

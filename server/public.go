@@ -262,8 +262,8 @@ func (s *Server) answerRecord(c echo.Context, site store.Site, rec store.Record,
 		ID: rec.ID, RecordedAt: rec.RecordedAt.UTC().Format(rfc3339Nano),
 		Regime: rec.Regime, Country: rec.Country, Receipt: receipt,
 	}
-	if signup {
-		resp.UnsubscribeURL = s.baseURL(c) + "/u/" + s.store.UnsubscribeToken(site.ID, rec.Email)
+	if base := s.publicURL(); signup && base != "" {
+		resp.UnsubscribeURL = base + "/u/" + s.store.UnsubscribeToken(site.ID, rec.Email)
 	}
 	if doi {
 		resp.DoubleOptIn = "pending"
@@ -547,11 +547,4 @@ func (s *Server) site(ctx context.Context, id string) (store.Site, error) {
 		return site, apiError(http.StatusNotFound, "unknown_site", fmt.Sprintf("no site %q", truncate(id, 64)))
 	}
 	return site, err
-}
-
-func (s *Server) baseURL(c echo.Context) string {
-	if s.cfg.PublicURL != "" {
-		return strings.TrimSuffix(s.cfg.PublicURL, "/")
-	}
-	return c.Scheme() + "://" + c.Request().Host
 }

@@ -98,8 +98,38 @@ func TestGPCDeniesAdPurposesInEveryRegime(t *testing.T) {
 	})
 }
 
+// TestSignupLinksNeverComeFromHost: a forged Host never reaches a link;
+// without --public-url a signup has no unsubscribe_url at all.
+func TestSignupLinksNeverComeFromHost(t *testing.T) {
+	const public = "https://consent.example.com"
+	forged := map[string]string{"Origin": shopOrigin, "X-Forwarded-For": ipUS, "Host": "evil.example"}
+	for _, pub := range []string{public + "/", ""} {
+		ts := newTestServer(t, &Config{PublicURL: pub, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+		b := consentBody(map[string]bool{"newsletter": true})
+		b["email"], b["visitor_id"] = "ann@example.com", "v_ann"
+		resp := ts.do(http.MethodPost, "/v1/sites/shop/signups", b, forged)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("public url %q: signup: %d %s", pub, resp.StatusCode, resp.body)
+		}
+		if strings.Contains(string(resp.body), "evil.example") {
+			t.Errorf("public url %q: a link from the forged Host: %s", pub, resp.body)
+		}
+		var w map[string]any
+		if err := json.Unmarshal(resp.body, &w); err != nil {
+			t.Fatal(err)
+		}
+		u, has := w["unsubscribe_url"].(string)
+		switch {
+		case pub != "" && !strings.HasPrefix(u, public+"/u/"):
+			t.Errorf("unsubscribe_url = %q, want it under %s/u/", u, public)
+		case pub == "" && has:
+			t.Errorf("without a public URL: unsubscribe_url = %q, want none: %s", u, resp.body)
+		}
+	}
+}
+
 func TestSignup(t *testing.T) {
-	ts := newTestServer(t, nil)
+	ts := newTestServer(t, nil).publicAtOwnURL()
 	body := func(email string, newsletter bool) map[string]any {
 		b := consentBody(map[string]bool{"newsletter": newsletter})
 		b["email"], b["visitor_id"] = email, "v_"+strings.ToLower(strings.TrimSpace(email))

@@ -40,7 +40,7 @@ type Config struct {
 	Dev            bool   // read widget/ and server/console/ from disk and rebuild on change
 	DevDir         string // the widget folder for Dev, default "widget"
 	DevConsoleDir  string // the console folder for Dev, default "server/console"
-	PublicURL      string // base for unsubscribe links; "" = from the request
+	PublicURL      string // base for unsubscribe and confirmation links; "" = none (never from a request's Host)
 	// MetricsAllow are the client networks that may read /metrics without a
 	// token; nil = loopback only (DefaultMetricsAllow).
 	MetricsAllow []netip.Prefix

@@ -16,8 +16,11 @@ import (
 // committed with the record and whatever else opts queues (a confirmation
 // mail), with the subject's unsubscribe link in the payload.
 func (s *Server) withHooks(c echo.Context, opts store.AppendOptions) store.AppendOptions {
-	base := s.baseURL(c)
+	base := s.publicURL()
 	hooks := s.hooks.RecordOutbox(func(rec store.Record) string {
+		if base == "" {
+			return ""
+		}
 		return base + "/u/" + s.store.UnsubscribeToken(rec.Site, rec.Email)
 	})
 	other := opts.Outbox

@@ -211,7 +211,7 @@ func TestWebhookBadInput(t *testing.T) {
 // What happens through the public and admin API reaches the endpoint as
 // events: a banner choice, a signup, an unsubscribe, an erasure.
 func TestWebhookEventsFromTheAPI(t *testing.T) {
-	ts := hookServer(t, nil)
+	ts := hookServer(t, nil).publicAtOwnURL()
 	rcv := newHookReceiver(t, nil)
 	ep := ts.createHook(map[string]any{"url": rcv.URL, "events": webhook.Types})
 	if r := ts.do(http.MethodPost, "/v1/sites/shop/consents", `{"visitor_id":"v_ann","choices":{"analytics":true}}`, nil); r.StatusCode != 201 {

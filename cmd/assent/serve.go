@@ -94,15 +94,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer loc.Close()
 
-	srv, err := server.New(cfg, st, loc, log)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", f.str("addr"))
 	if err != nil {
 		return err
 	}
 	base := "http://" + displayAddr(ln.Addr())
+	if cfg.Demo && cfg.PublicURL == "" {
+		cfg.PublicURL = base // the demo's links point at its own address
+	}
+	if cfg.PublicURL == "" {
+		log.Warn("no --public-url: signups get no unsubscribe_url and webhooks and exports no unsubscribe links until it is set")
+	}
+	srv, err := server.New(cfg, st, loc, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 
 	if err := firstToken(ctx, st, cfg.Demo, stdout); err != nil {
 		return err

@@ -105,7 +105,7 @@ func TestReceiverKeepsListmonkInStep(t *testing.T) {
 	}
 	defer st.Close()
 	loc, _ := geo.Open("")
-	srv, err := server.New(server.Config{WebhookAllowPrivate: true}, store.Bolt(st), loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := server.New(server.Config{WebhookAllowPrivate: true, PublicURL: "https://consent.example.com"}, store.Bolt(st), loc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
