@@ -277,73 +277,12 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 	}
 	var rep ErasureReport
 	var queued []OutboxItem
+	var entry journalEntry
 	err := guard(func() error {
 		return s.update(func(tx *bolt.Tx) error {
-			queued = nil
-			p, err := s.resolve(tx, ref)
-			if err != nil {
-				return err
-			}
-			if ref.RecordID != "" && !p.found {
-				return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
-			}
-			changed, r := (&Person{p: p}).Erase(ref)
-			rep = r
-			records := tx.Bucket(bucketRecords)
-			for _, sr := range changed {
-				id, err := parseID(sr.r.ID)
-				if err != nil {
-					return err
-				}
-				b := records.Bucket([]byte(sr.r.Site))
-				b.FillPercent = appendFill
-				if err := b.Put(id, encodeRecord(sr.r)); err != nil {
-					return err
-				}
-			}
-			for _, e := range p.emails {
-				if err := eraseOptIn(tx, e); err != nil {
-					return err
-				}
-				if err := eraseOutbox(tx, e, s.now()); err != nil {
-					return err
-				}
-			}
-			now := s.now().UTC()
-			rep.SuppressedAt = now
-			sup := tx.Bucket(bucketSuppression)
-			for i, d := range append(slices.Clone(p.emails), p.visitors...) {
-				if v := sup.Get(d); v != nil {
-					var old suppression
-					if i == 0 && json.Unmarshal(v, &old) == nil {
-						rep.SuppressedAt = old.At
-					}
-					continue
-				}
-				v, err := json.Marshal(suppression{At: now, Reason: "erasure request (Art. 17 GDPR)"})
-				if err != nil {
-					return err
-				}
-				if err := sup.Put(d, v); err != nil {
-					return err
-				}
-			}
-			if opts.Outbox != nil {
-				erased := ErasedSubject{Email: rep.Email, VisitorIDs: rep.VisitorIDs, ErasedAt: now, Sites: []string{}}
-				for _, pr := range p.records {
-					if !slices.Contains(erased.Sites, pr.site) {
-						erased.Sites = append(erased.Sites, pr.site)
-					}
-				}
-				items, err := opts.Outbox(erased)
-				if err != nil {
-					return fmt.Errorf("outbox items of an erasure: %w", err)
-				}
-				if queued, err = addOutboxItems(tx, items, now); err != nil {
-					return err
-				}
-			}
-			return putAudit(tx, s.now(), actor, "erase", ErasureAuditDetail(rep))
+			var err error
+			rep, queued, entry, err = s.eraseTx(tx, actor, ref, opts)
+			return err
 		})
 	})
 	if err != nil {
@@ -352,7 +291,85 @@ func (s *Store) EraseWith(ctx context.Context, actor string, ref SubjectRef, opt
 	if len(queued) > 0 {
 		s.notifyOutbox()
 	}
+	// The erasure is durable; it is acknowledged only once the journal
+	// that re-applies it after a restore holds it too.
+	if err := s.appendJournal(entry); err != nil {
+		return ErasureReport{}, nil, fmt.Errorf("the erasure is stored but its erasure journal entry was not written (a restore would not re-apply it): %w", err)
+	}
 	return rep, queued, nil
+}
+
+// eraseTx is the erasure in tx; it returns what the erasure journal
+// records of it.
+func (s *Store) eraseTx(tx *bolt.Tx, actor string, ref SubjectRef, opts EraseOptions) (rep ErasureReport, queued []OutboxItem, entry journalEntry, err error) {
+	err = func() error {
+		p, err := s.resolve(tx, ref)
+		if err != nil {
+			return err
+		}
+		if ref.RecordID != "" && !p.found {
+			return fmt.Errorf("record %s: %w", ref.RecordID, ErrNotFound)
+		}
+		changed, r := (&Person{p: p}).Erase(ref)
+		rep = r
+		records := tx.Bucket(bucketRecords)
+		for _, sr := range changed {
+			id, err := parseID(sr.r.ID)
+			if err != nil {
+				return err
+			}
+			b := records.Bucket([]byte(sr.r.Site))
+			b.FillPercent = appendFill
+			if err := b.Put(id, encodeRecord(sr.r)); err != nil {
+				return err
+			}
+		}
+		for _, e := range p.emails {
+			if err := eraseOptIn(tx, e); err != nil {
+				return err
+			}
+			if err := eraseOutbox(tx, e, s.now()); err != nil {
+				return err
+			}
+		}
+		now := s.now().UTC()
+		rep.SuppressedAt = now
+		sup := tx.Bucket(bucketSuppression)
+		for i, d := range append(slices.Clone(p.emails), p.visitors...) {
+			if v := sup.Get(d); v != nil {
+				var old suppression
+				if i == 0 && json.Unmarshal(v, &old) == nil {
+					rep.SuppressedAt = old.At
+				}
+				continue
+			}
+			v, err := json.Marshal(suppression{At: now, Reason: "erasure request (Art. 17 GDPR)"})
+			if err != nil {
+				return err
+			}
+			if err := sup.Put(d, v); err != nil {
+				return err
+			}
+		}
+		if opts.Outbox != nil {
+			erased := ErasedSubject{Email: rep.Email, VisitorIDs: rep.VisitorIDs, ErasedAt: now, Sites: []string{}}
+			for _, pr := range p.records {
+				if !slices.Contains(erased.Sites, pr.site) {
+					erased.Sites = append(erased.Sites, pr.site)
+				}
+			}
+			items, err := opts.Outbox(erased)
+			if err != nil {
+				return fmt.Errorf("outbox items of an erasure: %w", err)
+			}
+			if queued, err = addOutboxItems(tx, items, now); err != nil {
+				return err
+			}
+		}
+		entry = newJournalEntry(now, p)
+		return putAudit(tx, s.now(), actor, "erase", ErasureAuditDetail(rep))
+	}()
+	return rep, queued, entry, err
 }
 
 // Suppressed tells whether an address was erased and may not be re-added.

@@ -265,6 +265,8 @@ type Store struct {
 
 	notices sync.Map // "sha256:…" -> struct{}: notices known to be stored
 
+	journalMu sync.Mutex // serialises appends to the erasure journal
+
 	mu      sync.RWMutex // guards closed and sending on queue
 	closed  bool
 	queue   chan *appendReq

@@ -405,3 +405,26 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stderr, "compacted %s: %d -> %d bytes\n", path, before, after)
 	return nil
 }
+
+// cmdRestore puts a backup in place of a stopped bbolt ledger and
+// re-applies every erasure of the erasure journal recorded since.
+func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := flagsFor("restore", []string{"data", "database"}, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.args) != 1 {
+		return usageError{"want: assent restore FILE [--data DIR] (on a stopped ledger)"}
+	}
+	if f.str("database") != "" {
+		return fmt.Errorf("restore of a PostgreSQL ledger: %w; use PostgreSQL's own tools (pg_restore, point-in-time recovery)", store.ErrNotSupported)
+	}
+	path := filepath.Join(f.str("data"), "assent.db")
+	rep, err := store.Restore(f.args[0], path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "restored %s from %s: %d journal entries, %d records erased again, %d suppression entries added, %d bytes\n",
+		path, f.args[0], rep.Entries, rep.Reerased, rep.Suppressions, rep.Size)
+	return nil
+}

@@ -27,6 +27,7 @@ Usage:
   assent verify
   assent backup  FILE
   assent compact                     (a stopped ledger: drops free pages, erased data with them)
+  assent restore FILE                (a stopped ledger: puts a backup in place, re-applies later erasures)
   assent token   create [--name NAME] [--role admin|viewer] | list | revoke NAME
   assent user    create --email E [--role admin|viewer] | list | delete E
                  (the password from ASSENT_PASSWORD, else asked on the terminal)
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"verify":  cmdVerify,
 		"backup":  cmdBackup,
 		"compact": cmdCompact,
+		"restore": cmdRestore,
 		"token":   cmdToken,
 		"user":    cmdUser,
 		"site":    cmdSite,
