@@ -33,14 +33,15 @@ import (
 // Config is what the server needs from the command line; cmd/assent's option
 // table documents every field's flag and environment name.
 type Config struct {
-	TrustedProxies []netip.Prefix
-	CountryHeader  string // e.g. CF-IPCountry; honoured only from a trusted peer
-	RateLimit      float64
-	Demo           bool
-	Dev            bool   // read widget/ and server/console/ from disk and rebuild on change
-	DevDir         string // the widget folder for Dev, default "widget"
-	DevConsoleDir  string // the console folder for Dev, default "server/console"
-	PublicURL      string // base for unsubscribe and confirmation links; "" = none (never from a request's Host)
+	TrustedProxies    []netip.Prefix
+	CountryHeader     string // e.g. CF-IPCountry; honoured only from a trusted peer
+	RateLimit         float64
+	Demo              bool
+	Dev               bool   // read widget/ and server/console/ from disk and rebuild on change
+	DevDir            string // the widget folder for Dev, default "widget"
+	DevConsoleDir     string // the console folder for Dev, default "server/console"
+	MaxConnsPerClient int    // open connections per TCP peer, IPv6 per /64; 0 = no cap
+	PublicURL         string // base for unsubscribe and confirmation links; "" = none (never from a request's Host)
 	// MetricsAllow are the client networks that may read /metrics without a
 	// token; nil = loopback only (DefaultMetricsAllow).
 	MetricsAllow []netip.Prefix
@@ -169,7 +170,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer func() { stop(); <-done }()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(limitConns(ln, s.cfg.MaxConnsPerClient)) }()
 	hctx, stopHooks := context.WithCancel(ctx)
 	hooksDone := make(chan struct{})
 	go func() { s.RunWebhooks(hctx); close(hooksDone) }()

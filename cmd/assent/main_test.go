@@ -46,6 +46,8 @@ func TestBadInputGivesOneLineErrors(t *testing.T) {
 		{"unknown flag", nil, []string{"verify", "--nope"}, 2, "nope"},
 		{"bad rate limit flag", nil, []string{"serve", "--rate-limit", "lots"}, 2, "--rate-limit"},
 		{"bad rate limit env", map[string]string{"ASSENT_RATE_LIMIT": "-3"}, []string{"serve"}, 2, "--rate-limit"},
+		{"bad max conns flag", nil, []string{"serve", "--max-conns-per-client", "many"}, 2, "--max-conns-per-client"},
+		{"bad max conns env", map[string]string{"ASSENT_MAX_CONNS_PER_CLIENT": "-1"}, []string{"serve"}, 2, "--max-conns-per-client"},
 		{"bad trusted proxies", nil, []string{"serve", "--trusted-proxies", "10.0.0.0/99"}, 2, "--trusted-proxies"},
 		{"bad metrics networks", nil, []string{"serve", "--metrics-allow", "localhost"}, 2, "--metrics-allow"},
 		{"bad bool", nil, []string{"serve", "--demo=perhaps"}, 2, "--demo"},

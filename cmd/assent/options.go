@@ -28,6 +28,7 @@ var options = map[string]option{
 	"rate-limit":            {"rate-limit", "10", "writes per second per client address, IPv6 per /64 (0 = off)"},
 	"demo":                  {"demo", "false", "serve the demo page at / with a demo site and a demo-only country switch"},
 	"dev":                   {"dev", "false", "read widget/ and server/console/ from disk and rebuild on change (run from the checkout)"},
+	"max-conns-per-client":  {"max-conns-per-client", "64", "open connections per client (TCP peer) address, IPv6 per /64; more are closed at once (0 = off)"},
 	"public-url":            {"public-url", "", "this server's public base URL, for unsubscribe and confirmation links (default: none, so no unsubscribe links; never taken from a request's Host; required with --smtp; --demo: its own address)"},
 	"smtp":                  {"smtp", "", "SMTP server for confirmation mails: smtp://user:pass@host:587 (STARTTLS when offered), smtp://host:1025?tls=none, smtps://host:465; empty = no mail (ASSENT_SMTP_FILE: read it from a file)"},
 	"mail-from":             {"mail-from", "", "From of every mail, e.g. \"Example Shop <news@shop.example>\"; required with --smtp"},

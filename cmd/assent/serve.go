@@ -25,7 +25,7 @@ import (
 	"github.com/assent/assent/store/postgres"
 )
 
-var serveFlags = []string{"addr", "data", "database", "geoip", "trusted-proxies", "metrics-allow", "country-header", "rate-limit", "demo", "dev",
+var serveFlags = []string{"addr", "data", "database", "geoip", "trusted-proxies", "metrics-allow", "country-header", "rate-limit", "max-conns-per-client", "demo", "dev",
 	"public-url", "smtp", "mail-from", "geo-poll", "retention-every", "log-format", "log-level", "webhook-allow-private"}
 
 // defaultGeoDB is where `make` puts the default country database.
@@ -52,6 +52,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if cfg.RateLimit, err = strconv.ParseFloat(f.str("rate-limit"), 64); err != nil || cfg.RateLimit < 0 {
 		return usageError{fmt.Sprintf("--rate-limit: want a number ≥ 0, got %q", f.str("rate-limit"))}
+	}
+	if cfg.MaxConnsPerClient, err = strconv.Atoi(f.str("max-conns-per-client")); err != nil || cfg.MaxConnsPerClient < 0 {
+		return usageError{fmt.Sprintf("--max-conns-per-client: want a whole number ≥ 0, got %q", f.str("max-conns-per-client"))}
 	}
 	if cfg.Demo, err = f.bool("demo"); err != nil {
 		return err

@@ -222,7 +222,7 @@ func oneColdStart(bin, data string) (time.Duration, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	start := time.Now()
-	cmd := exec.Command(bin, "serve", "--demo", "--addr", addr, "--data", data, "--log-level", "error")
+	cmd := exec.Command(bin, "serve", "--demo", "--addr", addr, "--data", data, "--log-level", "error", "--max-conns-per-client", "0")
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
