@@ -347,6 +347,42 @@ type Attempt struct {
 // failed, erased meanwhile) is left as it is and returned unchanged; an
 // unknown id gives ErrNotFound.
 func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (OutboxItem, error) {
+	return s.changeOutboxItem(id, func(o *outboxTx, key []byte, it *OutboxItem) (bool, error) {
+		if it.State != OutboxQueued {
+			return false, nil
+		}
+		now := s.now().UTC()
+		if err := o.due.Delete(dueKey(it.NextAttemptAt, key)); err != nil {
+			return false, err
+		}
+		it.Attempts++
+		it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
+		switch {
+		case a.Err == "":
+			it.State, it.DoneAt, it.NextAttemptAt = OutboxSent, now, time.Time{}
+		case a.Retry.IsZero():
+			it.State, it.DoneAt, it.NextAttemptAt = OutboxFailed, now, time.Time{}
+		default:
+			it.NextAttemptAt = a.Retry.UTC()
+			if err := o.due.Put(dueKey(it.NextAttemptAt, key), nil); err != nil {
+				return false, err
+			}
+		}
+		if it.State != OutboxQueued {
+			if err := o.queue.Delete(cat(outboxGroup(it.Kind, it.Key), key)); err != nil {
+				return false, err
+			}
+			o.count(it.Kind, OutboxQueued, -1)
+			o.count(it.Kind, it.State, 1)
+		}
+		return true, nil
+	})
+}
+
+// changeOutboxItem loads the item id in one transaction and lets change
+// alter it; when change reports a change, the item and the outbox counts
+// are written back in that transaction. An unknown id gives ErrNotFound.
+func (s *Store) changeOutboxItem(id string, change func(o *outboxTx, key []byte, it *OutboxItem) (bool, error)) (OutboxItem, error) {
 	key, err := parseOutboxID(id)
 	if err != nil {
 		return OutboxItem{}, err
@@ -360,32 +396,9 @@ func (s *Store) OutboxAttempt(ctx context.Context, id string, a Attempt) (Outbox
 		if it, err = o.get(key); err != nil {
 			return err
 		}
-		if it.State != OutboxQueued {
-			return nil
-		}
-		now := s.now().UTC()
-		if err := o.due.Delete(dueKey(it.NextAttemptAt, key)); err != nil {
+		changed, err := change(o, key, &it)
+		if err != nil || !changed {
 			return err
-		}
-		it.Attempts++
-		it.LastError, it.LastCode = truncateUTF8(a.Err, 1000), a.Code
-		switch {
-		case a.Err == "":
-			it.State, it.DoneAt, it.NextAttemptAt = OutboxSent, now, time.Time{}
-		case a.Retry.IsZero():
-			it.State, it.DoneAt, it.NextAttemptAt = OutboxFailed, now, time.Time{}
-		default:
-			it.NextAttemptAt = a.Retry.UTC()
-			if err := o.due.Put(dueKey(it.NextAttemptAt, key), nil); err != nil {
-				return err
-			}
-		}
-		if it.State != OutboxQueued {
-			if err := o.queue.Delete(cat(outboxGroup(it.Kind, it.Key), key)); err != nil {
-				return err
-			}
-			o.count(it.Kind, OutboxQueued, -1)
-			o.count(it.Kind, it.State, 1)
 		}
 		if err := o.put(key, &it); err != nil {
 			return err

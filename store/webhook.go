@@ -224,41 +224,26 @@ type EraseOptions struct {
 // attempts ("retry now"). ErrNotFound for an unknown id; an item that is
 // not failed, or whose payload was erased, gives a *ValidationError.
 func (s *Store) OutboxRetry(ctx context.Context, id string) (OutboxItem, error) {
-	key, err := parseOutboxID(id)
-	if err != nil {
-		return OutboxItem{}, err
-	}
-	var it OutboxItem
-	err = s.update(func(tx *bolt.Tx) error {
-		o, err := openOutbox(tx)
-		if err != nil {
-			return err
-		}
-		if it, err = o.get(key); err != nil {
-			return err
-		}
+	it, err := s.changeOutboxItem(id, func(o *outboxTx, key []byte, it *OutboxItem) (bool, error) {
 		switch {
 		case it.State != OutboxFailed:
-			return invalid("state", "only a failed item can be retried; this one is %s", it.State)
+			return false, invalid("state", "only a failed item can be retried; this one is %s", it.State)
 		case it.Payload == nil:
-			return invalid("payload", "erased: the item cannot be sent again")
+			return false, invalid("payload", "erased: the item cannot be sent again")
 		}
 		it.State, it.DoneAt = OutboxQueued, time.Time{}
 		it.NextAttemptAt = s.now().UTC()
 		if err := o.due.Put(dueKey(it.NextAttemptAt, key), nil); err != nil {
-			return err
+			return false, err
 		}
 		if it.Ordered {
 			if err := o.queue.Put(cat(outboxGroup(it.Kind, it.Key), key), nil); err != nil {
-				return err
+				return false, err
 			}
 		}
 		o.count(it.Kind, OutboxFailed, -1)
 		o.count(it.Kind, OutboxQueued, 1)
-		if err := o.put(key, &it); err != nil {
-			return err
-		}
-		return o.flush()
+		return true, nil
 	})
 	if err == nil {
 		s.notifyOutbox()
